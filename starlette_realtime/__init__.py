@@ -1,0 +1,57 @@
+"""starlette-realtime: typed, recoverable real-time WebSockets for Starlette and FastAPI."""
+
+from __future__ import annotations
+
+from .backends import Backend, MemoryBackend
+from .connection import Connection, ConnectionState
+from .emitter import BroadcastOperator, Emitter
+from .endpoint import RealtimeEndpoint
+from .dispatch import on_event
+from .exceptions import (
+    AckError,
+    BackendUnavailable,
+    CallTimeout,
+    ConnectionClosed,
+    Forbidden,
+    HandlerError,
+    InvalidRoom,
+    LimitExceeded,
+    ProtocolError,
+    RealtimeError,
+    Rejected,
+    SlowConsumer,
+)
+from .limits import Limits
+from .metrics import Metrics
+from .routing import RealtimeConfig, RealtimeRouter
+from .transport import Overflow
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AckError",
+    "Backend",
+    "BackendUnavailable",
+    "BroadcastOperator",
+    "CallTimeout",
+    "Connection",
+    "ConnectionClosed",
+    "ConnectionState",
+    "Emitter",
+    "Forbidden",
+    "HandlerError",
+    "InvalidRoom",
+    "LimitExceeded",
+    "Limits",
+    "MemoryBackend",
+    "Metrics",
+    "Overflow",
+    "ProtocolError",
+    "RealtimeConfig",
+    "RealtimeEndpoint",
+    "RealtimeError",
+    "RealtimeRouter",
+    "Rejected",
+    "SlowConsumer",
+    "on_event",
+]

@@ -1,0 +1,127 @@
+"""What a backend is: the only place where state crosses processes.
+
+A backend moves :class:`Publication` values between nodes, assigning each one
+its place (epoch and offset) in its room's stream.  Everything a backend
+carries is a msgspec Struct or bytes.  Optional capabilities are separate
+``runtime_checkable`` Protocols, so that a backend without one says so by not
+implementing it instead of raising ``NotImplementedError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
+
+import msgspec
+
+from ..frames import Position
+
+
+class Publication(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True):
+    """One message published to one room's stream.
+
+    Attributes:
+        ns: the namespace.
+        room: the stream: an application room, ``#all`` or ``#sid:<sid>``.
+        event: the event name.
+        data: the payload, JSON-encoded once by the publisher.
+        exclude: a sid that must not receive it (the sender, for ``conn.to(room)``).
+        rooms: for an emit to several rooms, all of them, so that a connection in
+            more than one gets it once (through the first room it is in).
+        epoch: the stream epoch, assigned by the backend.
+        offset: the offset in the stream, assigned by the backend.
+        ts: the publisher's wall-clock time (seconds), for lag metrics.
+        volatile: deliver only to receivers that can take it at once, keep no history.
+    """
+
+    ns: str
+    room: str
+    event: str
+    data: bytes
+    exclude: str | None = None
+    rooms: tuple[str, ...] = ()
+    epoch: str = ""
+    offset: int = 0
+    ts: float = 0.0
+    volatile: bool = False
+
+
+#: Called by the backend, on the node's event loop, for each publication to a
+#: room this node subscribed to.  It must not block.
+Deliver = Callable[[Publication], None]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """The interface every backend implements."""
+
+    async def start(self, deliver: Deliver) -> None:
+        """Connect, and start handing publications of subscribed rooms to ``deliver``.
+
+        Raises:
+            BackendUnavailable: the backend cannot be reached.
+        """
+
+    async def stop(self) -> None:
+        """Disconnect and release every resource."""
+
+    async def publish(self, pub: Publication) -> Publication:
+        """Publish to the room's stream and return the publication with its epoch and offset.
+
+        Raises:
+            BackendUnavailable: the backend cannot take it now; the call fails fast.
+        """
+
+    async def subscribe(self, ns: str, room: str) -> None:
+        """Start receiving the room's publications on this node."""
+
+    async def unsubscribe(self, ns: str, room: str) -> None:
+        """Stop receiving the room's publications on this node."""
+
+
+class HistoryReply(msgspec.Struct, frozen=True):
+    """The answer to a history query.
+
+    Attributes:
+        recovered: ``False`` when the history no longer covers the position asked for.
+        publications: what came after the position, in order (empty when not recovered).
+        position: the stream's current position, or ``None`` for a stream with no history.
+    """
+
+    recovered: bool
+    publications: Sequence[Publication]
+    position: Position | None
+
+
+@runtime_checkable
+class History(Protocol):
+    """A backend that keeps a bounded history of each room's stream."""
+
+    async def position(self, ns: str, room: str) -> Position | None:
+        """The stream's current position (``None`` when it has no retained history)."""
+
+    async def since(self, ns: str, room: str, position: Position | None) -> HistoryReply:
+        """Every publication after ``position`` (all retained ones when ``None``)."""
+
+
+@runtime_checkable
+class SessionStore(Protocol):
+    """A backend that keeps disconnected sessions for recovery, on any node."""
+
+    async def save_session(self, key: str, state: bytes, ttl: float) -> None:
+        """Keep a session's state for ``ttl`` seconds."""
+
+    async def take_session(self, key: str) -> bytes | None:
+        """Return and forget a saved session's state (``None`` when unknown or expired)."""
+
+
+@runtime_checkable
+class HealthCheck(Protocol):
+    """A backend whose link can be down while the node keeps serving."""
+
+    @property
+    def healthy(self) -> bool:
+        """Whether the backend's link is up."""
+
+
+__all__ = ["Backend", "Deliver", "HealthCheck", "History", "HistoryReply", "Publication", "SessionStore"]

@@ -1,0 +1,169 @@
+"""Encodings of the wire frames: JSON text frames and MessagePack binary frames.
+
+Each :class:`Codec` builds its msgspec encoder and decoders once; nothing is
+constructed per message.  Decoding happens in two steps: :meth:`Codec.decode`
+turns a WebSocket message into a frame whose payload is still ``msgspec.Raw``,
+and the handler later decodes the payload with its own cached typed decoder
+(:meth:`Codec.payload_decoder`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+import msgspec
+
+from .exceptions import ProtocolError
+from .frames import ClientFrame, Frame
+
+JSON_SUBPROTOCOL: Final = "rt.v1.json"
+MSGPACK_SUBPROTOCOL: Final = "rt.v1.msgpack"
+
+
+class Codec:
+    """One wire encoding.
+
+    Attributes:
+        subprotocol: the WebSocket subprotocol that selects this encoding.
+        binary: whether messages travel as binary (``True``) or text frames.
+    """
+
+    subprotocol: str
+    binary: bool
+    #: The literal encoding of ``None``, used for empty payloads.
+    null: msgspec.Raw
+
+    def __init__(self) -> None:
+        self._payload_decoders: dict[Any, Callable[[bytes], Any]] = {}
+
+    def encode(self, frame: Frame) -> bytes:
+        """Encode a frame to the bytes of one WebSocket message."""
+        raise NotImplementedError
+
+    def encode_payload(self, value: Any) -> msgspec.Raw:
+        """Encode an application payload once, to embed it in frames without re-encoding."""
+        raise NotImplementedError
+
+    def decode(self, data: bytes) -> ClientFrame:
+        """Decode a client message into a frame.
+
+        Raises:
+            ProtocolError: the message is not a valid client frame.
+        """
+        raise NotImplementedError
+
+    def decode_any(self, data: bytes) -> Frame:
+        """Decode any frame (used by clients).
+
+        Raises:
+            ProtocolError: the message is not a valid frame.
+        """
+        raise NotImplementedError
+
+    def payload_decoder(self, tp: Any) -> Callable[[bytes], Any]:
+        """Return a cached decoder for payloads of type ``tp``."""
+        dec = self._payload_decoders.get(tp)
+        if dec is None:
+            dec = self._make_payload_decoder(tp)
+            self._payload_decoders[tp] = dec
+        return dec
+
+    def _make_payload_decoder(self, tp: Any) -> Callable[[bytes], Any]:
+        raise NotImplementedError
+
+    def message(self, data: bytes) -> dict[str, Any]:
+        """Wrap encoded bytes into an ASGI ``websocket.send`` message.
+
+        The message may be shared by every receiver of a broadcast.
+        """
+        if self.binary:
+            return {"type": "websocket.send", "bytes": data}
+        return {"type": "websocket.send", "text": data.decode()}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def _wrap_decode(fn: Callable[[bytes], Any], data: bytes) -> Any:
+    try:
+        return fn(data)
+    except msgspec.ValidationError as exc:
+        raise ProtocolError(f"invalid frame: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"undecodable frame: {exc}") from None
+    except RecursionError:
+        # msgspec raises RecursionError, not DecodeError, past ~1000 levels.
+        raise ProtocolError("frame nested too deeply") from None
+
+
+class JsonCodec(Codec):
+    """JSON in text frames (``rt.v1.json``)."""
+
+    subprotocol = JSON_SUBPROTOCOL
+    binary = False
+    null = msgspec.Raw(b"null")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._encoder = msgspec.json.Encoder()
+        self._client_decoder = msgspec.json.Decoder(ClientFrame)
+        self._any_decoder = msgspec.json.Decoder(Frame)
+
+    def encode(self, frame: Frame) -> bytes:
+        return self._encoder.encode(frame)
+
+    def encode_payload(self, value: Any) -> msgspec.Raw:
+        if value is None:
+            return self.null
+        return msgspec.Raw(self._encoder.encode(value))
+
+    def decode(self, data: bytes) -> ClientFrame:
+        return _wrap_decode(self._client_decoder.decode, data)  # type: ignore[no-any-return]
+
+    def decode_any(self, data: bytes) -> Frame:
+        return _wrap_decode(self._any_decoder.decode, data)  # type: ignore[no-any-return]
+
+    def _make_payload_decoder(self, tp: Any) -> Callable[[bytes], Any]:
+        return msgspec.json.Decoder(tp).decode
+
+
+class MsgpackCodec(Codec):
+    """MessagePack in binary frames (``rt.v1.msgpack``)."""
+
+    subprotocol = MSGPACK_SUBPROTOCOL
+    binary = True
+    null = msgspec.Raw(b"\xc0")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._encoder = msgspec.msgpack.Encoder()
+        self._client_decoder = msgspec.msgpack.Decoder(ClientFrame)
+        self._any_decoder = msgspec.msgpack.Decoder(Frame)
+
+    def encode(self, frame: Frame) -> bytes:
+        return self._encoder.encode(frame)
+
+    def encode_payload(self, value: Any) -> msgspec.Raw:
+        if value is None:
+            return self.null
+        return msgspec.Raw(self._encoder.encode(value))
+
+    def decode(self, data: bytes) -> ClientFrame:
+        return _wrap_decode(self._client_decoder.decode, data)  # type: ignore[no-any-return]
+
+    def decode_any(self, data: bytes) -> Frame:
+        return _wrap_decode(self._any_decoder.decode, data)  # type: ignore[no-any-return]
+
+    def _make_payload_decoder(self, tp: Any) -> Callable[[bytes], Any]:
+        return msgspec.msgpack.Decoder(tp).decode
+
+
+def codecs() -> dict[str, Codec]:
+    """Build one codec per supported subprotocol (one set per router, none global)."""
+    return {c.subprotocol: c for c in (JsonCodec(), MsgpackCodec())}
+
+
+def transcode_json_to_msgpack(raw: bytes, encoder: msgspec.msgpack.Encoder) -> msgspec.Raw:
+    """Re-encode a JSON payload as MessagePack (once per broadcast, for MessagePack receivers)."""
+    return msgspec.Raw(encoder.encode(msgspec.json.decode(raw)))

@@ -1,0 +1,209 @@
+"""A client's connection to one namespace: its identity, rooms and state.
+
+Several connections (one per namespace) share one WebSocket and its outbox.
+Handlers receive a :class:`Connection` and use it to join and leave rooms,
+emit to rooms, emit to the client itself, or call the client and await its
+acknowledgement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import enum
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .backends.base import Publication
+from .codec import Codec
+from .emitter import BroadcastOperator
+from .exceptions import AckError, CallTimeout, ConnectionClosed, InvalidRoom
+from .frames import Position
+from .protocol import DedupWindow
+from .rooms import room_error, sid_room
+from .transport import Outbox
+
+if TYPE_CHECKING:
+    from .endpoint import RealtimeEndpoint
+    from .link import Link
+
+#: The link whose reader is running a handler right now (to catch self-deadlocks).
+inline_handler: contextvars.ContextVar[Link | None] = contextvars.ContextVar("inline_handler", default=None)
+
+
+class ConnectionState(str, enum.Enum):
+    """The lifecycle of a namespace connection."""
+
+    CONNECTING = "CONNECTING"
+    OPEN = "OPEN"
+    CLOSING = "CLOSING"
+    CLOSED = "CLOSED"
+
+
+class Connection:
+    """One client's connection to one namespace.
+
+    Attributes:
+        sid: the connection id, unique in the cluster (kept across a recovered reconnect).
+        namespace: the namespace path.
+        user: the authenticated identity (``None`` when the namespace needs none).
+        auth: the decoded auth payload the client sent with CONNECT.
+        data: free-form per-connection storage for the application.
+        recovered: ``True`` when this connection resumed an earlier session with nothing lost.
+        state: CONNECTING, OPEN, CLOSING or CLOSED.
+        scope: the ASGI scope of the WebSocket handshake.
+    """
+
+    __slots__ = (
+        "sid",
+        "namespace",
+        "user",
+        "auth",
+        "data",
+        "recovered",
+        "state",
+        "scope",
+        "link",
+        "endpoint",
+        "codec",
+        "outbox",
+        "rooms",
+        "joined",
+        "buffer",
+        "dedup",
+        "__weakref__",
+    )
+
+    def __init__(self, sid: str, namespace: str, link: Link, endpoint: RealtimeEndpoint) -> None:
+        self.sid = sid
+        self.namespace = namespace
+        self.link = link
+        self.endpoint = endpoint
+        self.codec: Codec = link.codec
+        self.outbox: Outbox = link.outbox
+        self.scope = link.scope
+        self.user: Any = None
+        self.auth: Any = None
+        self.data: dict[str, Any] = {}
+        self.recovered = False
+        self.state = ConnectionState.CONNECTING
+        #: Application rooms this connection is in.
+        self.rooms: set[str] = set()
+        #: Every stream this connection receives (rooms, ``#all``, ``#sid:...``) with the
+        #: stream's position when it joined, for recovery.
+        self.joined: dict[str, Position | None] = {}
+        #: While connecting or recovering, live publications wait here.
+        self.buffer: list[Publication] | None = None
+        self.dedup = DedupWindow()
+
+    # Rooms -----------------------------------------------------------------
+
+    async def join(self, room: str) -> None:
+        """Join a room (after the endpoint's ``authorize_join`` agrees).
+
+        Raises:
+            InvalidRoom: the name is empty, too long or reserved.
+            Forbidden: ``authorize_join`` refused.
+            LimitExceeded: the connection is in ``max_rooms`` rooms already.
+            ConnectionClosed: the connection is closed.
+        """
+        err = room_error(room)
+        if err is not None:
+            raise InvalidRoom(err)
+        if room in self.rooms:
+            return
+        self._check_open()
+        await self.endpoint._authorize(self, room)
+        await self.link.router._join(self, room)
+
+    async def leave(self, room: str) -> None:
+        """Leave a room (nothing happens when not in it)."""
+        if room not in self.rooms:
+            return
+        await self.link.router._leave(self, room)
+
+    async def leave_all(self) -> None:
+        """Leave every application room."""
+        for room in list(self.rooms):
+            await self.leave(room)
+
+    # Emitting --------------------------------------------------------------
+
+    def to(self, *rooms: str | Iterable[str]) -> BroadcastOperator:
+        """Target rooms, everyone in them but this connection."""
+        return BroadcastOperator(
+            self.link.router.publisher, namespace=self.namespace, exclude=self.sid
+        ).to(*rooms)
+
+    @property
+    def broadcast(self) -> BroadcastOperator:
+        """Target the whole namespace but this connection."""
+        return BroadcastOperator(self.link.router.publisher, namespace=self.namespace, exclude=self.sid)
+
+    async def emit(self, event: str, data: Any = None, *, volatile: bool = False) -> None:
+        """Send an event to this client (through its own stream, so it is recovered too).
+
+        Raises:
+            ConnectionClosed: the connection is closed.
+        """
+        self._check_open()
+        await self.link.router.publisher.publish(
+            self.namespace, (sid_room(self.sid),), event, data, volatile=volatile
+        )
+
+    async def call(self, event: str, data: Any = None, *, timeout: float = 10.0) -> Any:
+        """Send an event to this client and return its acknowledgement.
+
+        Args:
+            event: the event name.
+            data: the payload.
+            timeout: seconds to wait for the ack.
+
+        Returns:
+            The client's answer, decoded as plain Python values.
+
+        Raises:
+            CallTimeout: no ack in time.
+            AckError: the client answered with an error.
+            ConnectionClosed: the connection closed before the ack.
+            RuntimeError: called from an in-order handler of this same connection (it
+                would wait for itself): mark that handler ``@on_event(..., concurrent=True)``.
+        """
+        self._check_open()
+        if inline_handler.get() is self.link:
+            raise RuntimeError(
+                "conn.call() from an in-order handler of the same WebSocket would deadlock; "
+                "use @on_event(..., concurrent=True)"
+            )
+        proto = self.link.protocol
+        ack_id = proto.next_call_id()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.link.calls[ack_id] = (self.namespace, fut)
+        raw = proto.event(self.namespace, event, self.codec.encode_payload(data), ack_id)
+        self.outbox.push(self.codec.message(raw), len(raw))
+        try:
+            with anyio.fail_after(timeout):
+                result = await fut
+        except TimeoutError:
+            raise CallTimeout(f"no ack for {event!r} within {timeout} s") from None
+        finally:
+            self.link.calls.pop(ack_id, None)
+        if isinstance(result, AckError):
+            raise result
+        return result
+
+    async def disconnect(self, reason: str = "server disconnect") -> None:
+        """Close this namespace connection (the WebSocket stays open for other namespaces)."""
+        await self.link.close_namespace(self.namespace, reason, notify=True)
+
+    def _check_open(self) -> None:
+        if self.state is ConnectionState.CLOSED or self.state is ConnectionState.CLOSING:
+            raise ConnectionClosed(f"connection {self.sid} is {self.state.value}")
+
+    def __repr__(self) -> str:
+        return (
+            f"Connection(sid={self.sid!r}, namespace={self.namespace!r}, state={self.state.value}, "
+            f"rooms={sorted(self.rooms)!r})"
+        )

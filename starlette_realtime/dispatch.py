@@ -1,0 +1,125 @@
+"""``@on_event``: typed event handlers, collected per endpoint class.
+
+The payload parameter's annotation drives validation: msgspec decodes the raw
+payload straight into it (Structs, dataclasses, TypedDicts, builtins, unions;
+``None`` for no payload) with a decoder built once per handler and encoding.
+
+Unrelated to Starlette's old ``Router.on_event`` (removed in Starlette 1.0),
+which registered startup and shutdown hooks.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import typing
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar
+
+from .codec import Codec
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+EVENT_NAME: Final = re.compile(r"^[A-Za-z0-9_.:\-/]{1,64}$")
+_MARK: Final = "__realtime_event__"
+
+
+class EventOptions:
+    """What ``@on_event`` recorded on a function."""
+
+    __slots__ = ("name", "concurrent", "rate", "burst")
+
+    def __init__(self, name: str, concurrent: bool, rate: float | None, burst: int | None) -> None:
+        self.name = name
+        self.concurrent = concurrent
+        self.rate = rate
+        self.burst = burst
+
+
+def on_event(
+    name: str, *, concurrent: bool = False, rate: float | None = None, burst: int | None = None
+) -> Callable[[F], F]:
+    """Mark an endpoint method as the handler of an event.
+
+    The handler is ``async def handler(self, conn, payload: T) -> R`` (or without
+    ``payload``); ``T`` validates the payload and the return value ``R`` is the
+    acknowledgement.
+
+    Args:
+        name: the event name (1-64 characters of ``A-Z a-z 0-9 _ . : - /``).
+        concurrent: run the handler in its own task instead of in order with the
+            connection's other events; needed for a handler that awaits
+            ``conn.call()`` on its own connection.
+        rate: events per second allowed for this event per connection (overrides
+            the endpoint's rate limit).
+        burst: the bucket size for ``rate``.
+
+    Raises:
+        ValueError: the name is invalid or reserved.
+    """
+    if not EVENT_NAME.match(name):
+        raise ValueError(f"invalid event name {name!r}")
+
+    def decorate(fn: F) -> F:
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError(f"@on_event({name!r}) handler {fn.__qualname__} must be an async function")
+        setattr(fn, _MARK, EventOptions(name, concurrent, rate, burst))
+        return fn
+
+    return decorate
+
+
+_NO_PAYLOAD: Final = object()
+
+
+class Handler:
+    """One event handler with its payload type and cached decoders."""
+
+    __slots__ = ("name", "func", "payload_type", "takes_payload", "concurrent", "rate", "burst", "_decoders")
+
+    def __init__(self, func: Callable[..., Awaitable[Any]], options: EventOptions, owner: type) -> None:
+        self.name = options.name
+        self.func = func
+        self.concurrent = options.concurrent
+        self.rate = options.rate
+        self.burst = options.burst
+        params = list(inspect.signature(func).parameters.values())
+        # (self, conn) or (self, conn, payload)
+        if len(params) < 2:
+            raise TypeError(f"handler {func.__qualname__} must take (self, conn[, payload])")
+        self.takes_payload = len(params) >= 3
+        self.payload_type: Any = Any
+        if self.takes_payload:
+            try:
+                hints = typing.get_type_hints(func, include_extras=True)
+            except Exception as exc:
+                raise TypeError(f"cannot resolve the annotations of {func.__qualname__}: {exc}") from exc
+            tp = hints.get(params[2].name, Any)
+            self.payload_type = type(None) if tp is None else tp
+        self._decoders: dict[Codec, Callable[[bytes], Any]] = {}
+
+    def decode(self, codec: Codec, raw: Any) -> Any:
+        """Decode a raw payload into the handler's payload type.
+
+        Raises:
+            msgspec.ValidationError, msgspec.DecodeError: the payload does not fit.
+            RecursionError: the payload is nested too deeply.
+        """
+        dec = self._decoders.get(codec)
+        if dec is None:
+            dec = self._decoders[codec] = codec.payload_decoder(self.payload_type)
+        return dec(raw)
+
+    def __repr__(self) -> str:
+        return f"Handler({self.name!r}, payload={self.payload_type!r})"
+
+
+def collect_handlers(cls: type) -> dict[str, Handler]:
+    """Build the handler table of an endpoint class (its bases' handlers included)."""
+    table: dict[str, Handler] = {}
+    for klass in reversed(cls.__mro__):
+        for attr in vars(klass).values():
+            options = getattr(attr, _MARK, None)
+            if isinstance(options, EventOptions):
+                table[options.name] = Handler(attr, options, cls)
+    return table

@@ -1,0 +1,147 @@
+"""Local fan-out: hand each publication to the connections of this node that should get it.
+
+The hub owns the node's room table.  :meth:`Hub.deliver` is called by the
+backend for every publication of a room this node hosts; it encodes the frame
+once per encoding in use (not once per receiver) and pushes the same ASGI
+message to every receiver's outbox, without ever awaiting a socket.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from .backends.base import Publication
+from .codec import Codec
+from .frames import Event
+from .rooms import RoomTable
+
+if TYPE_CHECKING:
+    from .connection import Connection
+
+logger = logging.getLogger(__name__)
+
+#: An outgoing filter: given the receiving connection and the decoded payload,
+#: return the payload to send (possibly redacted) or ``None`` to drop the event.
+OutgoingFilter = Callable[["Connection", Any], Any]
+
+
+class Hub:
+    """The node-local room table and fan-out."""
+
+    __slots__ = ("rooms", "_filters", "deliveries", "publications", "_json_decoder", "_on_deliver")
+
+    def __init__(self) -> None:
+        self.rooms: RoomTable[Connection] = RoomTable()
+        self._filters: dict[tuple[str, str], OutgoingFilter] = {}
+        self.deliveries = 0
+        self.publications = 0
+        self._json_decoder = msgspec.json.Decoder()
+        self._on_deliver: Callable[[Publication, int], None] | None = None
+
+    def set_filter(self, ns: str, event: str, fn: OutgoingFilter) -> None:
+        """Register an outgoing filter; only events that have one pay for it."""
+        self._filters[(ns, event)] = fn
+
+    def on_deliver(self, fn: Callable[[Publication, int], None] | None) -> None:
+        """Observe each publication with its number of local deliveries (for metrics)."""
+        self._on_deliver = fn
+
+    def deliver(self, pub: Publication) -> None:
+        """Fan a publication out to its room's local members."""
+        members = self.rooms.members((pub.ns, pub.room))
+        if not members:
+            return
+        self.publications += 1
+        filt = self._filters.get((pub.ns, pub.event)) if self._filters else None
+        if filt is not None:
+            self._deliver_filtered(pub, members.values(), filt)
+            return
+        exclude = pub.exclude
+        others = pub.rooms[: pub.rooms.index(pub.room)] if pub.rooms else ()
+        cache: dict[Codec, tuple[dict[str, Any], int]] = {}
+        volatile = pub.volatile
+        count = 0
+        for conn in members.values():
+            if conn.sid == exclude:
+                continue
+            if others and not conn.rooms.isdisjoint(others):
+                continue
+            if conn.buffer is not None:
+                conn.buffer.append(pub)
+                continue
+            codec = conn.codec
+            entry = cache.get(codec)
+            if entry is None:
+                entry = cache[codec] = encode_publication(codec, pub)
+            conn.outbox.push(entry[0], entry[1], volatile=volatile)
+            count += 1
+        self.deliveries += count
+        if self._on_deliver is not None:
+            self._on_deliver(pub, count)
+
+    def _deliver_filtered(self, pub: Publication, members: Iterable[Connection], filt: OutgoingFilter) -> None:
+        data = self._json_decoder.decode(pub.data)
+        exclude = pub.exclude
+        others = pub.rooms[: pub.rooms.index(pub.room)] if pub.rooms else ()
+        for conn in list(members):
+            if conn.sid == exclude or (others and not conn.rooms.isdisjoint(others)):
+                continue
+            if conn.buffer is not None:
+                conn.buffer.append(pub)
+                continue
+            try:
+                out = filt(conn, data)
+            except Exception:
+                logger.exception("outgoing filter for %r failed; event dropped for %s", pub.event, conn.sid)
+                continue
+            if out is None:
+                continue
+            msg, size = encode_publication(conn.codec, pub, conn.codec.encode_payload(out))
+            conn.outbox.push(msg, size, volatile=pub.volatile)
+            self.deliveries += 1
+
+    def replay(self, conn: Connection, pubs: Iterable[Publication]) -> int:
+        """Push publications to one connection (recovery), applying the same rules as live delivery."""
+        count = 0
+        for pub in pubs:
+            if pub.exclude == conn.sid:
+                continue
+            if pub.rooms:
+                others = pub.rooms[: pub.rooms.index(pub.room)]
+                if not conn.rooms.isdisjoint(others):
+                    continue
+            filt = self._filters.get((pub.ns, pub.event))
+            if filt is not None:
+                out = filt(conn, self._json_decoder.decode(pub.data))
+                if out is None:
+                    continue
+                msg, size = encode_publication(conn.codec, pub, conn.codec.encode_payload(out))
+            else:
+                msg, size = encode_publication(conn.codec, pub)
+            conn.outbox.push(msg, size)
+            count += 1
+        return count
+
+    def __repr__(self) -> str:
+        return f"Hub(rooms={len(self.rooms)}, deliveries={self.deliveries})"
+
+
+def encode_publication(
+    codec: Codec, pub: Publication, data: msgspec.Raw | None = None
+) -> tuple[dict[str, Any], int]:
+    """Encode a publication as an EVENT frame for one encoding, as a shareable ASGI message."""
+    if data is None:
+        if codec.binary:
+            data = msgspec.Raw(msgspec.msgpack.encode(msgspec.json.decode(pub.data)))
+        else:
+            data = msgspec.Raw(pub.data)
+    if pub.offset:
+        frame = Event(pub.ns, pub.event, data, None, pub.room, pub.epoch, pub.offset)
+    else:
+        frame = Event(pub.ns, pub.event, data, None, pub.room)
+    raw = codec.encode(frame)
+    return codec.message(raw), len(raw)

@@ -1,0 +1,293 @@
+"""One accepted WebSocket: the reader, the namespaces on it, and their clean-up.
+
+Data flows one way: ASGI ``receive`` -> :class:`ServerProtocol` (frames) ->
+endpoint dispatch (handlers) -> rooms/backend -> hub -> outboxes.  The link
+runs the reader in its own task and the outbox writer beside it in one task
+group, so they live and die together; whatever ends the WebSocket, every
+namespace on it is closed and every trace of it removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import msgspec
+
+from . import status
+from .codec import Codec
+from .connection import Connection, ConnectionState
+from .exceptions import AckError, ProtocolError, Rejected
+from .frames import Ack, Connect, Disconnect, Event, Pong
+from .limits import TokenBucket
+from .protocol import ServerProtocol
+from .transport import Outbox, Overflow
+
+if TYPE_CHECKING:
+    from .routing import RealtimeRouter
+
+logger = logging.getLogger(__name__)
+
+
+class Link:
+    """The server side of one WebSocket, carrying connections to one or more namespaces."""
+
+    def __init__(
+        self,
+        router: RealtimeRouter,
+        scope: dict[str, Any],
+        receive: Callable[[], Awaitable[dict[str, Any]]],
+        send: Callable[[dict[str, Any]], Awaitable[None]],
+        codec: Codec,
+    ) -> None:
+        self.router = router
+        self.scope = scope
+        self._receive = receive
+        self._send = send
+        self.codec = codec
+        cfg = router.config
+        self.protocol = ServerProtocol(codec, max_message_size=cfg.max_message_size)
+        self.outbox = Outbox(
+            send,
+            max_messages=cfg.max_queue_messages,
+            max_bytes=cfg.max_queue_bytes,
+            overflow=Overflow(cfg.overflow),
+            on_overflow=self._overflowed,
+        )
+        self.connections: dict[str, Connection] = {}
+        self.calls: dict[int, tuple[str, asyncio.Future[Any]]] = {}
+        self.buckets: dict[str, TokenBucket] = {}
+        self.limited = 0
+        #: Handlers running now (graceful shutdown waits for them).
+        self.busy = 0
+        now = router.clock()
+        self.last_received = now
+        self.last_ping = now
+        self.ping_sent: float | None = None
+        #: Why the server is closing this WebSocket: (close code, reason), or None.
+        self.close_with: tuple[int, str] | None = None
+        self.remote_code: int | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self.id = secrets.token_urlsafe(6)
+
+    # Running ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve the WebSocket until either side closes it."""
+        cfg = self.router.config
+        hello = self.protocol.hello(
+            node=self.router.node_id, ping_interval=cfg.ping_interval, ping_timeout=cfg.ping_timeout
+        )
+        self.outbox.push(self.codec.message(hello), len(hello))
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self.outbox.run)
+                try:
+                    await self._read()
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            self._tg = None
+            self.outbox.closed = True
+            with anyio.CancelScope(shield=True):
+                await self._close_all()
+
+    async def _read(self) -> None:
+        receive = self._receive
+        protocol = self.protocol
+        clock = self.router.clock
+        metrics = self.router.metrics
+        while True:
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.receive":
+                self.last_received = clock()
+                text = message.get("text")
+                data = message.get("bytes")
+                metrics.message_in(len(text) if text is not None else len(data or b""))
+                try:
+                    frame = protocol.receive(text, data)
+                except ProtocolError as exc:
+                    self._protocol_error(exc)
+                    return
+                if type(frame) is Event:
+                    await self._on_event(frame)
+                elif type(frame) is Ack:
+                    self._on_ack(frame)
+                elif type(frame) is Connect:
+                    await self._open(frame)
+                elif type(frame) is Disconnect:
+                    if frame.ns in self.connections:
+                        await self.close_namespace(frame.ns, "client disconnect", notify=False)
+                elif type(frame) is Pong:
+                    pass
+            elif kind == "websocket.disconnect":
+                self.remote_code = message.get("code")
+                return
+
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        if exc.close_code == status.WS_1009_MESSAGE_TOO_BIG:
+            self.close_with = (status.WS_1009_MESSAGE_TOO_BIG, "message too big")
+        else:
+            err = self.protocol.error(exc.code, str(exc))
+            self.outbox.push(self.codec.message(err), len(err))
+            self.close_with = (exc.close_code or status.WS_4501_PROTOCOL_ERROR, "protocol error")
+        logger.info("protocol error on link %s: %s", self.id, exc)
+
+    async def _on_event(self, frame: Event) -> None:
+        conn = self.connections.get(frame.ns)
+        if conn is None or conn.state is not ConnectionState.OPEN:
+            if frame.id is not None:
+                raw = self.protocol.ack_error(frame.ns, frame.id, status.NOT_CONNECTED, "namespace not connected")
+            else:
+                raw = self.protocol.error(status.NOT_CONNECTED, "namespace not connected", frame.ns)
+            self.outbox.push(self.codec.message(raw), len(raw))
+            return
+        await conn.endpoint._dispatch(conn, frame)
+
+    def _on_ack(self, frame: Ack) -> None:
+        entry = self.calls.pop(frame.id, None)
+        if entry is None or entry[0] != frame.ns:
+            raw = self.protocol.error(status.BAD_FRAME, f"unexpected ack id {frame.id}", frame.ns)
+            self.outbox.push(self.codec.message(raw), len(raw))
+            return
+        fut = entry[1]
+        if fut.done():
+            return
+        if frame.error is not None:
+            fut.set_result(AckError(frame.error.code, frame.error.message))
+            return
+        try:
+            fut.set_result(msgspec.json.decode(frame.data) if not self.codec.binary else msgspec.msgpack.decode(frame.data))
+        except (msgspec.DecodeError, RecursionError):
+            fut.set_result(AckError(status.INVALID_PAYLOAD, "undecodable ack payload"))
+
+    # Namespaces ------------------------------------------------------------
+
+    async def _open(self, frame: Connect) -> None:
+        router = self.router
+        ns = frame.ns
+        endpoint = router.endpoints.get(ns)
+        if endpoint is None:
+            self._connect_error(ns, status.UNKNOWN_NAMESPACE, f"no namespace {ns!r}")
+            return
+        if ns in self.connections:
+            self._connect_error(ns, status.ALREADY_CONNECTED, f"{ns!r} is already connected")
+            return
+        if len(self.connections) >= router.limits.max_namespaces:
+            self._connect_error(ns, status.TOO_MANY_NAMESPACES, "too many namespaces on one connection")
+            return
+        conn = Connection(secrets.token_urlsafe(12), ns, self, endpoint)
+        self.connections[ns] = conn
+        try:
+            try:
+                conn.auth = (
+                    None
+                    if bytes(frame.auth) in (b"null", b"\xc0")
+                    else self.codec.payload_decoder(Any)(frame.auth)
+                )
+            except (msgspec.DecodeError, RecursionError):
+                raise Rejected(status.REJECTED, "undecodable auth payload") from None
+            conn.user = await endpoint.authenticate(conn)
+            router.check_user_limit(conn)
+            await endpoint.on_connect(conn)
+            await router._establish(conn, frame)
+        except Rejected as exc:
+            self.connections.pop(ns, None)
+            await router._forget(conn)
+            conn.state = ConnectionState.CLOSED
+            self._connect_error(ns, exc.code, exc.message, retryable=exc.retryable)
+            return
+        except BaseException:
+            self.connections.pop(ns, None)
+            with anyio.CancelScope(shield=True):
+                await router._forget(conn)
+            conn.state = ConnectionState.CLOSED
+            raise
+
+    def _connect_error(self, ns: str, code: str, message: str, *, retryable: bool = False) -> None:
+        raw = self.protocol.connect_error(ns, code, message, retryable=retryable)
+        self.outbox.push(self.codec.message(raw), len(raw))
+
+    async def close_namespace(self, ns: str, reason: str, *, notify: bool, keep_session: bool = False) -> None:
+        """Close one namespace connection: hooks, rooms, pending calls, session."""
+        conn = self.connections.get(ns)
+        if conn is None or conn.state is ConnectionState.CLOSING or conn.state is ConnectionState.CLOSED:
+            return
+        was_open = conn.state is ConnectionState.OPEN
+        conn.state = ConnectionState.CLOSING
+        if notify:
+            raw = self.protocol.disconnect(ns, reason)
+            self.outbox.push(self.codec.message(raw), len(raw))
+        try:
+            for ack_id, (call_ns, fut) in list(self.calls.items()):
+                if call_ns == ns:
+                    self.calls.pop(ack_id, None)
+                    if not fut.done():
+                        fut.set_result(AckError(status.NOT_CONNECTED, "connection closed"))
+            if was_open:
+                try:
+                    await conn.endpoint.on_disconnect(conn, reason)
+                except Exception:
+                    logger.exception("on_disconnect failed (sid=%s namespace=%s)", conn.sid, ns)
+        finally:
+            self.connections.pop(ns, None)
+            await self.router._forget(conn, keep_session=keep_session and was_open)
+            conn.state = ConnectionState.CLOSED
+            self.router.metrics.connection_closed(ns, reason, self.close_with[0] if self.close_with else self.remote_code)
+
+    async def _close_all(self) -> None:
+        if self.close_with is not None:
+            code, reason = self.close_with
+        else:
+            code, reason = (self.remote_code or status.WS_1006_ABNORMAL_CLOSURE), "transport closed"
+        # A client that closes on purpose (1000) gives up its session; anything else
+        # (a drop, a time-out, a server restart) keeps it for recovery.
+        keep = code not in (status.WS_1000_NORMAL_CLOSURE, status.WS_4503_KICKED, status.WS_1008_POLICY_VIOLATION)
+        for ns in list(self.connections):
+            try:
+                await self.close_namespace(ns, reason, notify=False, keep_session=keep)
+            except Exception:
+                logger.exception("clean-up of namespace %s failed on link %s", ns, self.id)
+        for _, fut in self.calls.values():
+            if not fut.done():
+                fut.set_result(AckError(status.NOT_CONNECTED, "connection closed"))
+        self.calls.clear()
+
+    # Control from outside the reader ----------------------------------------
+
+    def abort(self, code: int, reason: str) -> None:
+        """Close the WebSocket from anywhere, without awaiting: the link's task cleans up."""
+        if self.close_with is None:
+            self.close_with = (code, reason)
+        self.outbox.closed = True
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    def _overflowed(self) -> None:
+        self.router.metrics.closed_by_server("slow_consumer")
+        self.router.metrics.dropped("overflow")
+        logger.warning("slow consumer: closing link %s with 4004 (outbox full)", self.id)
+        self.abort(status.WS_4004_SLOW_CONSUMER, "slow consumer")
+
+    def abort_rate_limited(self) -> None:
+        self.router.metrics.closed_by_server("rate_limited")
+        logger.warning("sustained flooding: closing link %s with 4006", self.id)
+        self.abort(status.WS_4006_RATE_LIMITED, "rate limited")
+
+    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run a concurrent handler in the link's task group (it dies with the link)."""
+        if self._tg is not None:
+            self._tg.start_soon(fn, *args)
+
+    def reply_error(self, conn: Connection, ack_id: int, code: str, message: str) -> None:
+        raw = self.protocol.ack_error(conn.namespace, ack_id, code, message)
+        conn.outbox.push(conn.codec.message(raw), len(raw))
+
+    def __repr__(self) -> str:
+        return f"Link(id={self.id!r}, namespaces={sorted(self.connections)!r}, codec={self.codec!r})"

@@ -1,0 +1,47 @@
+"""The metrics interface the core reports to; a no-op by default.
+
+The core calls these methods at fixed points (connect, disconnect, each event,
+each broadcast, each drop).  :class:`Metrics` does nothing and reads no clock, so
+an app without metrics pays only a method call.  A Prometheus implementation
+lives in :mod:`starlette_realtime.prometheus`.
+"""
+
+from __future__ import annotations
+
+
+class Metrics:
+    """Receives what the core counts.  Subclass it and override what you need."""
+
+    def connection_opened(self, namespace: str) -> None:
+        """A namespace connection opened."""
+
+    def connection_closed(self, namespace: str, reason: str, code: int | None) -> None:
+        """A namespace connection closed, with why and the WebSocket close code."""
+
+    def connection_recovered(self, namespace: str, recovered: bool) -> None:
+        """A client presented a session; ``recovered`` tells whether nothing was lost."""
+
+    def handler_started(self) -> float:
+        """A handler is about to run; the return value is passed to :meth:`handler_finished`."""
+        return 0.0
+
+    def handler_finished(self, namespace: str, event: str, started: float, error: str | None) -> None:
+        """A handler finished; ``error`` is the ack error code, or ``None``."""
+
+    def message_in(self, nbytes: int) -> None:
+        """A WebSocket message arrived."""
+
+    def broadcast(self, namespace: str, event: str, deliveries: int, nbytes: int, lag: float | None) -> None:
+        """A publication was fanned out to ``deliveries`` local receivers."""
+
+    def dropped(self, reason: str) -> None:
+        """An outgoing message was dropped (``overflow``, ``volatile``)."""
+
+    def closed_by_server(self, reason: str) -> None:
+        """The server closed a WebSocket (``slow_consumer``, ``heartbeat_timeout``, ``rate_limited``, ...)."""
+
+    def backend_reconnected(self) -> None:
+        """The backend's link came back after an outage."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"

@@ -1,0 +1,239 @@
+"""One WebSocket: its bounded outbox and its single writer.
+
+Everything the server sends on a WebSocket goes through :meth:`Transport.push`,
+which never awaits.  When nothing is queued it writes straight to the ASGI
+server (uvicorn's ``send`` finishes without suspending while the socket keeps
+up: that is the plain loop's cost without its danger); when the socket falls
+behind, messages wait in a bounded queue that one writer task drains.  The
+overflow policy decides what happens when the queue is full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import Any
+
+import anyio
+
+logger = logging.getLogger(__name__)
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Overflow(str, enum.Enum):
+    """What to do when a connection's outbox is full."""
+
+    #: Close the connection with 4004 (slow consumer).  The default: nothing is lost silently.
+    DISCONNECT = "disconnect"
+    #: Drop the oldest queued message to make room.
+    DROP_OLDEST = "drop_oldest"
+    #: Drop the message being pushed.
+    DROP_NEWEST = "drop_newest"
+
+
+class Outbox:
+    """Send-side of a WebSocket with one writer and a bounded queue.
+
+    Args:
+        send: the ASGI ``send`` callable.
+        max_messages: queued messages allowed before the overflow policy applies.
+        max_bytes: queued bytes allowed before the overflow policy applies.
+        overflow: the overflow policy.
+        on_overflow: called (synchronously) when the policy is ``DISCONNECT``
+            and the queue overflows.
+    """
+
+    __slots__ = (
+        "_send",
+        "_queue",
+        "_queued_bytes",
+        "_max_messages",
+        "_max_bytes",
+        "_overflow",
+        "_on_overflow",
+        "_waiter",
+        "_busy",
+        "_inflight",
+        "_fast",
+        "closed",
+        "dropped",
+        "sent",
+    )
+
+    def __init__(
+        self,
+        send: Send,
+        *,
+        max_messages: int,
+        max_bytes: int,
+        overflow: Overflow,
+        on_overflow: Callable[[], None],
+    ) -> None:
+        self._send = send
+        self._queue: deque[tuple[dict[str, Any], int]] = deque()
+        self._queued_bytes = 0
+        self._max_messages = max_messages
+        self._max_bytes = max_bytes
+        self._overflow = overflow
+        self._on_overflow = on_overflow
+        self._waiter: asyncio.Future[None] | None = None
+        # True while the writer task is sending: pushes must queue to keep order.
+        self._busy = False
+        self._inflight: tuple[Coroutine[Any, Any, None], Any] | None = None
+        try:
+            asyncio.get_running_loop()
+            self._fast = True
+        except RuntimeError:
+            self._fast = False
+        self.closed = False
+        self.dropped = 0
+        self.sent = 0
+
+    @property
+    def queued(self) -> int:
+        """Messages waiting for the writer."""
+        return len(self._queue)
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
+
+    def push(self, message: dict[str, Any], size: int, *, volatile: bool = False) -> bool:
+        """Send or queue one ASGI message without awaiting.
+
+        Args:
+            message: a ``websocket.send`` message (it may be shared between receivers).
+            size: its size in bytes, for the byte limit.
+            volatile: drop it rather than queue it when the socket is behind.
+
+        Returns:
+            ``False`` when the message was dropped.
+        """
+        if self.closed:
+            return False
+        if self._fast and not self._busy and self._inflight is None and not self._queue:
+            coro = self._send(message)  # type: ignore[assignment]
+            try:
+                yielded = coro.send(None)  # type: ignore[attr-defined]
+            except StopIteration:
+                self.sent += 1
+                return True
+            except BaseException:
+                # The socket is gone; the reader will see the disconnect and clean up.
+                self.closed = True
+                coro.close()  # type: ignore[attr-defined]
+                return False
+            # The ASGI server is applying flow control: the writer finishes this send.
+            self._inflight = (coro, yielded)  # type: ignore[assignment]
+            self.sent += 1
+            self._wake()
+            return True
+        if volatile:
+            self.dropped += 1
+            return False
+        if len(self._queue) >= self._max_messages or self._queued_bytes + size > self._max_bytes:
+            if self._overflow is Overflow.DROP_NEWEST:
+                self.dropped += 1
+                return False
+            if self._overflow is Overflow.DROP_OLDEST and self._queue:
+                while self._queue and (
+                    len(self._queue) >= self._max_messages or self._queued_bytes + size > self._max_bytes
+                ):
+                    _, old = self._queue.popleft()
+                    self._queued_bytes -= old
+                    self.dropped += 1
+            else:
+                self.dropped += 1
+                self.closed = True
+                self._on_overflow()
+                return False
+        self._queue.append((message, size))
+        self._queued_bytes += size
+        self._wake()
+        return True
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def run(self) -> None:
+        """The writer: finish suspended sends and drain the queue, forever."""
+        loop = asyncio.get_running_loop() if self._fast else None
+        while True:
+            inflight = self._inflight
+            if inflight is not None:
+                self._busy = True
+                try:
+                    await _resume(*inflight)
+                except Exception:
+                    self.closed = True
+                    return
+                finally:
+                    self._inflight = None
+            if self._queue:
+                self._busy = True
+                while self._queue:
+                    message, size = self._queue.popleft()
+                    self._queued_bytes -= size
+                    try:
+                        await self._send(message)
+                    except Exception:
+                        # The peer is gone: the reader sees the disconnect and cleans up.
+                        self.closed = True
+                        self._queue.clear()
+                        self._queued_bytes = 0
+                        return
+                    self.sent += 1
+            self._busy = False
+            if loop is not None:
+                self._waiter = loop.create_future()
+                try:
+                    await self._waiter
+                finally:
+                    self._waiter = None
+            else:
+                await anyio.sleep(0.001)
+
+    def __repr__(self) -> str:
+        return f"Outbox(queued={len(self._queue)}, bytes={self._queued_bytes}, dropped={self.dropped})"
+
+
+async def _resume(coro: Coroutine[Any, Any, None], yielded: Any) -> None:
+    """Drive to completion a coroutine that suspended outside any task.
+
+    This mirrors what an asyncio Task does with a coroutine: wait for the future
+    it yielded, then resume it; errors (and our own cancellation) are thrown in.
+    """
+    try:
+        while True:
+            try:
+                if yielded is None:
+                    await asyncio.sleep(0)
+                else:
+                    await _Yield(yielded)
+            except BaseException as exc:
+                yielded = coro.throw(exc)
+            else:
+                yielded = coro.send(None)
+    except StopIteration:
+        return
+    finally:
+        coro.close()
+
+
+class _Yield:
+    """Re-yield a future to our own task, exactly as the suspended coroutine did."""
+
+    __slots__ = ("fut",)
+
+    def __init__(self, fut: Any) -> None:
+        self.fut = fut
+
+    def __await__(self) -> Generator[Any, None, None]:
+        yield self.fut
+
