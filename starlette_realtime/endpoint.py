@@ -82,6 +82,12 @@ class RealtimeEndpoint:
         """Return whether ``conn`` may join ``room``; also re-checked on recovery."""
         return True
 
+    async def on_join(self, conn: Connection, room: str) -> None:
+        """Called after ``conn`` joined ``room`` (also when recovery restores it)."""
+
+    async def on_leave(self, conn: Connection, room: str) -> None:
+        """Called after ``conn`` left ``room``, including when the connection closes."""
+
     # Emitting --------------------------------------------------------------
 
     def to(self, *rooms: str | Iterable[str]) -> BroadcastOperator:

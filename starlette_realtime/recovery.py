@@ -119,3 +119,5 @@ async def establish(router: RealtimeRouter, conn: Connection, frame: Connect) ->
     live = [p for p in buffered if not (p.offset and p.offset <= covered.get(p.room, 0))]
     router.hub.replay(conn, live)
     router.metrics.connection_opened(ns)
+    for room in rooms:
+        await conn.endpoint.on_join(conn, room)

@@ -321,20 +321,28 @@ class RealtimeRouter:
             raise LimitExceeded(f"at most {self.limits.max_rooms} rooms per connection")
         conn.rooms.add(room)
         await self._add_stream(conn, room)
+        await conn.endpoint.on_join(conn, room)
 
     async def _leave(self, conn: Connection, room: str) -> None:
         conn.rooms.discard(room)
         await self._remove_stream(conn, room)
+        await conn.endpoint.on_leave(conn, room)
 
     async def _forget(self, conn: Connection, *, keep_session: bool = False) -> None:
         """Remove every trace of a connection; keep its session for recovery if asked."""
         joined = dict(conn.joined)
+        rooms = list(conn.rooms) if conn.state is not ConnectionState.CONNECTING else []
         for stream in list(conn.joined):
             try:
                 await self._remove_stream(conn, stream)
             except Exception:
                 logger.exception("unsubscribing %s failed for %s", stream, conn.sid)
         conn.rooms.clear()
+        for room in rooms:
+            try:
+                await conn.endpoint.on_leave(conn, room)
+            except Exception:
+                logger.exception("on_leave failed (sid=%s room=%s)", conn.sid, room)
         conn.buffer = None
         key = user_key(conn.user)
         if key is not None and conn.state is not ConnectionState.CONNECTING:
