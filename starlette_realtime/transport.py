@@ -175,9 +175,9 @@ class Outbox:
                     return
                 finally:
                     self._inflight = None
-            if self._queue:
+            if self._queue and not self.closed:
                 self._busy = True
-                while self._queue:
+                while self._queue and not self.closed:
                     message, size = self._queue.popleft()
                     self._queued_bytes -= size
                     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import socket
 import threading
 import time
@@ -64,6 +65,13 @@ def serve(app: Any, **options: Any) -> Iterator[ServerThread]:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: Any, name: str, obj: Any) -> None:
+    # Every async test runs on anyio's asyncio backend without a marker of its own.
+    if inspect.iscoroutinefunction(obj) and name.startswith("test"):
+        pytest.mark.anyio(obj)
 
 
 def wait_until(predicate: Any, timeout: float = 5.0, message: str = "condition") -> None:
