@@ -292,3 +292,42 @@ async def test_http_get_serves_the_browser_client_or_426(server: Any) -> None:
     async with httpx.AsyncClient() as http:
         plain = await http.get(srv.http + "/realtime/")
         assert plain.status_code == 426
+
+
+async def test_graceful_shutdown_closes_with_1001_in_batches() -> None:
+    import threading
+
+    import uvicorn
+
+    from conftest import free_port
+    from starlette_realtime.server import Server
+
+    app, realtime = make_app(shutdown_batch=2, shutdown_interval=0.2)
+    port = free_port()
+    server = Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"), [realtime])
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    await until(lambda: server.started, timeout=10)
+    closes: list[tuple[int | None, float]] = []
+    loop = asyncio.get_running_loop()
+
+    async def watch() -> None:
+        async with websockets.connect(f"ws://127.0.0.1:{port}/realtime/", subprotocols=["rt.v1.json"]) as ws:  # type: ignore[list-item]
+            await ws.recv()
+            await ws.send(json.dumps([1, "/chat", None]))
+            await ws.recv()
+            try:
+                while True:
+                    await ws.recv()
+            except ConnectionClosed as exc:
+                closes.append((exc.rcvd.code if exc.rcvd else None, loop.time()))
+
+    async with asyncio.timeout(20):
+        watchers = [asyncio.create_task(watch()) for _ in range(6)]
+        await until(lambda: realtime.stats()["connections"] == 6)
+        server.should_exit = True
+        await asyncio.gather(*watchers)
+    thread.join(10)
+    assert [code for code, _ in closes] == [1001] * 6
+    times = sorted(t for _, t in closes)
+    assert times[-1] - times[0] >= 0.3  # three batches, 0.2 s apart
