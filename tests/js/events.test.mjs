@@ -304,3 +304,27 @@ test("the ACK of a server call is not sent on a newer connection", async () => {
   await tick();
   assert.deepEqual(WS.last.take(), []);
 });
+
+test("an event that kills the connection every time is resent only until queueTtl runs out", async () => {
+  const { client, ws, WS, clock } = await connected({ queueTtl: 5000, reconnectionDelay: 1000, reconnectionDelayMax: 1000 });
+  const poison = client.emit("poison");
+  let sends = 0;
+  for (let socket = ws; ; socket = WS.last) {
+    sends += socket.take().filter((f) => f[2] === "poison").length;
+    socket.serverClose(1011);
+    clock.advance(1000);
+    if (client.queued === 0) break;
+    await handshake(WS);
+  }
+  await assert.rejects(poison, (err) => err.code === "expired");
+  assert.equal(sends, 5);
+});
+
+test("a server call result that cannot be encoded is answered with internal_error", async () => {
+  const { client, ws, errors } = await connected();
+  client.on("big", () => 10n ** 30n); // JSON has no BigInt
+  ws.receive([5, "/chat", "big", null, 5]);
+  await tick();
+  assert.deepEqual(ws.take(), [[6, "/chat", 5, null, ["internal_error", "the result could not be encoded"]]]);
+  assert.equal(errors.length, 1);
+});
