@@ -61,3 +61,26 @@ def make_app(**options: object) -> tuple[Starlette, RealtimeRouter]:
     app = Starlette(lifespan=realtime.lifespan)
     app.mount("/realtime", realtime)
     return app, realtime
+
+
+class Feed(RealtimeEndpoint):
+    """A publisher pushes numbered messages into a room; subscribers follow it."""
+
+    namespace = "/feed"
+
+    @on_event("follow")
+    async def follow(self, conn: Connection, room: str) -> bool:
+        await conn.join(room)
+        return conn.recovered
+
+    @on_event("publish")
+    async def publish(self, conn: Connection, item: list[int | str]) -> None:
+        room, n = item
+        await self.to(str(room)).emit("n", n)
+
+
+def make_feed_app(**options: object) -> tuple[Starlette, RealtimeRouter]:
+    realtime = RealtimeRouter([Feed, Chat], **options)  # type: ignore[arg-type]
+    app = Starlette(lifespan=realtime.lifespan)
+    app.mount("/realtime", realtime)
+    return app, realtime

@@ -1,0 +1,123 @@
+"""Connection state recovery over a real server on the memory backend."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import websockets
+
+from apps import make_feed_app
+from conftest import serve
+from starlette_realtime.client import RealtimeClient
+
+
+async def until(predicate: Any, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+
+def feed_client(url: str, **kw: Any) -> RealtimeClient:
+    kw.setdefault("reconnection_delay", 0.05)
+    kw.setdefault("reconnection_delay_max", 0.2)
+    return RealtimeClient(url + "/realtime", namespaces=["/feed"], **kw)
+
+
+async def test_ten_thousand_messages_survive_twenty_abrupt_drops() -> None:
+    app, realtime = make_feed_app(secret_key="test-secret")
+    with serve(app) as srv:
+        got: list[int] = []
+        recovered: list[bool] = []
+        async with feed_client(srv.url) as sub, feed_client(srv.url) as pub:
+            sub.on("n", got.append, namespace="/feed")
+            sub.on("$connect", lambda info: recovered.append(info["recovered"]), namespace="/feed")
+            await sub.call("follow", "room", namespace="/feed", timeout=5)
+            total = 10_000
+
+            async def publisher() -> None:
+                for i in range(total):
+                    await pub.emit("publish", ["room", i], namespace="/feed")
+                    if i % 50 == 49:
+                        await pub.drain(10)
+                        await asyncio.sleep(0.02)  # a steady rate, about 2,000 messages/s
+                await pub.drain(10)
+
+            async def killer() -> None:
+                for _ in range(20):
+                    await asyncio.sleep(0.2)
+                    sub.kill_transport()  # no close frame, like a network failure
+                    await sub.wait_connected(10)
+
+            async with asyncio.timeout(90):
+                await asyncio.gather(publisher(), killer())
+                await until(lambda: len(got) >= total, timeout=30)
+            await asyncio.sleep(0.2)
+        assert sub.reconnects == 20
+        assert recovered == [True] * 20  # one $connect per reconnect, each recovered
+        assert got == list(range(total))
+
+
+async def test_recovery_works_before_any_message_and_more_than_once() -> None:
+    app, _ = make_feed_app(secret_key="test-secret")
+    with serve(app) as srv:
+        got: list[int] = []
+        async with feed_client(srv.url) as sub, feed_client(srv.url) as pub:
+            sub.on("n", got.append, namespace="/feed")
+            await sub.call("follow", "quiet", namespace="/feed", timeout=5)
+            for round_ in range(3):
+                sub.kill_transport()
+                # Published while the subscriber is away, before it ever received anything.
+                await pub.call("publish", ["quiet", round_], namespace="/feed", timeout=5)
+                await sub.wait_connected(10)
+                assert sub.recovered("/feed")
+                await until(lambda r=round_: len(got) == r + 1)
+        assert got == [0, 1, 2]
+
+
+async def test_a_reconnect_after_the_window_is_reported_not_recovered() -> None:
+    app, _ = make_feed_app(secret_key="test-secret", recovery_window=0.3)
+    with serve(app) as srv:
+        infos: list[dict[str, Any]] = []
+        async with feed_client(srv.url, reconnection_delay=1.0, randomization_factor=0.0) as sub:
+            sub.on("$connect", infos.append, namespace="/feed")
+            await sub.call("follow", "r", namespace="/feed", timeout=5)
+            sub.kill_transport()
+            await until(lambda: len(infos) == 1)  # the reconnect (the first connect came before on())
+        assert infos[0]["recovered"] is False
+        assert infos[0]["recovery_failed"] is True
+        assert not sub.recovered("/feed")
+
+
+async def test_a_forged_or_foreign_session_is_not_recovered() -> None:
+    app, _ = make_feed_app(secret_key="test-secret")
+    with serve(app) as srv:
+        async with websockets.connect(srv.url + "/realtime/", subprotocols=["rt.v1.json"]) as ws:  # type: ignore[list-item]
+            await ws.recv()
+            await ws.send(json.dumps([1, "/feed", None, "WyIvZmVlZCIsImFiYyJd.forged.sig"]))
+            reply = json.loads(await ws.recv())
+            assert reply[0] == 2 and reply[4] is False and reply[5] is True
+            # A valid session of another namespace does not open this one.
+            session = reply[3]
+            await ws.send(json.dumps([1, "/chat", None, session]))
+            other = json.loads(await ws.recv())
+            assert other[0] == 2 and other[5] is True and other[2] != reply[2]
+
+
+async def test_retried_emits_after_a_drop_are_handled_once() -> None:
+    app, realtime = make_feed_app(secret_key="test-secret")
+    with serve(app) as srv:
+        got: list[int] = []
+        async with feed_client(srv.url) as sub, feed_client(srv.url) as pub:
+            sub.on("n", got.append, namespace="/feed")
+            await sub.call("follow", "dedup", namespace="/feed", timeout=5)
+            for i in range(200):
+                await pub.emit("publish", ["dedup", i], namespace="/feed")
+                if i % 40 == 0:
+                    pub.kill_transport()  # unacked emits are resent after the reconnect
+            await pub.wait_connected(10)
+            await pub.drain(20)
+            await until(lambda: len(got) >= 200)
+            await asyncio.sleep(0.3)
+        assert got == list(range(200))
