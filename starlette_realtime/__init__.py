@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from .backends import Backend, MemoryBackend
 from .connection import Connection, ConnectionState
+from .dispatch import on_event
 from .emitter import BroadcastOperator, Emitter
 from .endpoint import RealtimeEndpoint
-from .dispatch import on_event
 from .exceptions import (
     AckError,
     BackendUnavailable,

@@ -27,7 +27,7 @@ _MARK: Final = "__realtime_event__"
 class EventOptions:
     """What ``@on_event`` recorded on a function."""
 
-    __slots__ = ("name", "concurrent", "rate", "burst")
+    __slots__ = ("burst", "concurrent", "name", "rate")
 
     def __init__(self, name: str, concurrent: bool, rate: float | None, burst: int | None) -> None:
         self.name = name
@@ -64,7 +64,7 @@ def on_event(
         if not inspect.iscoroutinefunction(fn):
             raise TypeError(f"@on_event({name!r}) handler {fn.__qualname__} must be an async function")
         setattr(fn, _MARK, EventOptions(name, concurrent, rate, burst))
-        return fn
+        return typing.cast(F, fn)
 
     return decorate
 
@@ -75,7 +75,7 @@ _NO_PAYLOAD: Final = object()
 class Handler:
     """One event handler with its payload type and cached decoders."""
 
-    __slots__ = ("name", "func", "payload_type", "takes_payload", "concurrent", "rate", "burst", "_decoders")
+    __slots__ = ("_decoders", "burst", "concurrent", "func", "name", "payload_type", "rate", "takes_payload")
 
     def __init__(self, func: Callable[..., Awaitable[Any]], options: EventOptions, owner: type) -> None:
         self.name = options.name

@@ -25,7 +25,7 @@ class Publisher:
         backend: the backend to publish through.
     """
 
-    __slots__ = ("backend", "_encoder")
+    __slots__ = ("_encoder", "backend")
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -66,7 +66,7 @@ class BroadcastOperator:
     :class:`Emitter`; chain ``.to(...)`` to add rooms.
     """
 
-    __slots__ = ("_publisher", "_ns", "_rooms", "_exclude")
+    __slots__ = ("_exclude", "_ns", "_publisher", "_rooms")
 
     def __init__(
         self,

@@ -18,6 +18,7 @@ from .dispatch import Handler, collect_handlers
 from .emitter import BroadcastOperator
 from .exceptions import Forbidden, HandlerError
 from .frames import Event
+from .link import log_fields
 
 if TYPE_CHECKING:
     from .routing import RealtimeRouter
@@ -121,11 +122,14 @@ class RealtimeEndpoint:
             dedup.last_id = ack_id
         handler = self.handlers.get(frame.event)
         if handler is None:
+            # The name is the client's choice: keep it out of metric labels.
+            link.router.metrics.event_rejected(conn.namespace, "", status.UNKNOWN_EVENT)
             if ack_id is not None:
                 link.reply_error(conn, ack_id, status.UNKNOWN_EVENT, f"no handler for {frame.event!r}")
             return
         limiter = link.router.limits.rate_check(conn, handler)
         if limiter is not None:
+            link.router.metrics.event_rejected(conn.namespace, handler.name, status.RATE_LIMITED)
             if ack_id is not None:
                 link.reply_error(conn, ack_id, status.RATE_LIMITED, limiter)
             return
@@ -133,10 +137,12 @@ class RealtimeEndpoint:
             try:
                 payload = handler.decode(conn.codec, frame.data)
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                link.router.metrics.event_rejected(conn.namespace, handler.name, status.INVALID_PAYLOAD)
                 if ack_id is not None:
                     link.reply_error(conn, ack_id, status.INVALID_PAYLOAD, str(exc))
                 return
             except RecursionError:
+                link.router.metrics.event_rejected(conn.namespace, handler.name, status.INVALID_PAYLOAD)
                 if ack_id is not None:
                     link.reply_error(conn, ack_id, status.INVALID_PAYLOAD, "payload nested too deeply")
                 return
@@ -173,7 +179,8 @@ class RealtimeEndpoint:
                 raise
             metrics.handler_finished(conn.namespace, handler.name, started, status.INTERNAL_ERROR)
             logger.exception(
-                "handler %r failed (sid=%s namespace=%s)", handler.name, conn.sid, conn.namespace
+                "handler %r failed (link=%s sid=%s namespace=%s)", handler.name, link.id, conn.sid, conn.namespace,
+                extra=log_fields(link, conn, reason=status.INTERNAL_ERROR),
             )
             if ack_id is not None:
                 link.reply_error(conn, ack_id, status.INTERNAL_ERROR, "internal error")
@@ -185,7 +192,9 @@ class RealtimeEndpoint:
                 raw = link.protocol.ack(conn.namespace, ack_id, result)
             except (TypeError, msgspec.EncodeError):
                 logger.exception(
-                    "handler %r returned a value that cannot be encoded (sid=%s)", handler.name, conn.sid
+                    "handler %r returned a value that cannot be encoded (link=%s sid=%s namespace=%s)",
+                    handler.name, link.id, conn.sid, conn.namespace,
+                    extra=log_fields(link, conn, reason=status.INTERNAL_ERROR),
                 )
                 link.reply_error(conn, ack_id, status.INTERNAL_ERROR, "internal error")
                 return

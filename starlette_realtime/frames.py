@@ -31,7 +31,7 @@ Namespace = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 EventName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 
-class _Frame(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True):
+class _Frame(msgspec.Struct, array_like=True, omit_defaults=True):
     pass
 
 

@@ -17,6 +17,7 @@ import msgspec
 from .backends.base import Publication
 from .codec import Codec
 from .frames import Event
+from .metrics import Metrics
 from .rooms import RoomTable
 
 if TYPE_CHECKING:
@@ -30,17 +31,22 @@ OutgoingFilter = Callable[["Connection", Any], Any]
 
 
 class Hub:
-    """The node-local room table and fan-out."""
+    """The node-local room table and fan-out.
 
-    __slots__ = ("rooms", "_filters", "deliveries", "publications", "_json_decoder", "_on_deliver")
+    Args:
+        metrics: told once per publication how many local receivers got it.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_filters", "_json_decoder", "_metrics", "_on_deliver", "deliveries", "publications", "rooms")
+
+    def __init__(self, metrics: Metrics | None = None) -> None:
         self.rooms: RoomTable[Connection] = RoomTable()
         self._filters: dict[tuple[str, str], OutgoingFilter] = {}
         self.deliveries = 0
         self.publications = 0
         self._json_decoder = msgspec.json.Decoder()
         self._on_deliver: Callable[[Publication, int], None] | None = None
+        self._metrics = metrics if metrics is not None else Metrics()
 
     def set_filter(self, ns: str, event: str, fn: OutgoingFilter) -> None:
         """Register an outgoing filter; only events that have one pay for it."""
@@ -64,7 +70,7 @@ class Hub:
         others = pub.rooms[: pub.rooms.index(pub.room)] if pub.rooms else ()
         cache: dict[Codec, tuple[dict[str, Any], int]] = {}
         volatile = pub.volatile
-        count = 0
+        count = nbytes = 0
         for conn in members.values():
             if conn.sid == exclude:
                 continue
@@ -79,7 +85,10 @@ class Hub:
                 entry = cache[codec] = encode_publication(codec, pub)
             conn.outbox.push(entry[0], entry[1], volatile=volatile)
             count += 1
+            nbytes += entry[1]
         self.deliveries += count
+        # Metrics once per publication, never per receiver.
+        self._metrics.broadcast(pub.ns, pub.event, count, nbytes, pub.ts)
         if self._on_deliver is not None:
             self._on_deliver(pub, count)
 
@@ -87,6 +96,7 @@ class Hub:
         data = self._json_decoder.decode(pub.data)
         exclude = pub.exclude
         others = pub.rooms[: pub.rooms.index(pub.room)] if pub.rooms else ()
+        count = nbytes = 0
         for conn in list(members):
             if conn.sid == exclude or (others and not conn.rooms.isdisjoint(others)):
                 continue
@@ -102,7 +112,12 @@ class Hub:
                 continue
             msg, size = encode_publication(conn.codec, pub, conn.codec.encode_payload(out))
             conn.outbox.push(msg, size, volatile=pub.volatile)
-            self.deliveries += 1
+            count += 1
+            nbytes += size
+        self.deliveries += count
+        self._metrics.broadcast(pub.ns, pub.event, count, nbytes, pub.ts)
+        if self._on_deliver is not None:
+            self._on_deliver(pub, count)
 
     def replay(self, conn: Connection, pubs: Iterable[Publication]) -> int:
         """Push publications to one connection (recovery), applying the same rules as live delivery."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -57,6 +57,7 @@ class Link:
             max_bytes=cfg.max_queue_bytes,
             overflow=Overflow(cfg.overflow),
             on_overflow=self._overflowed,
+            on_drop=router.metrics.dropped,
         )
         self.connections: dict[str, Connection] = {}
         self.calls: dict[int, tuple[str, asyncio.Future[Any]]] = {}
@@ -132,12 +133,16 @@ class Link:
 
     def _protocol_error(self, exc: ProtocolError) -> None:
         if exc.close_code == status.WS_1009_MESSAGE_TOO_BIG:
-            self.close_with = (status.WS_1009_MESSAGE_TOO_BIG, "message too big")
+            code, reason = status.WS_1009_MESSAGE_TOO_BIG, "message too big"
         else:
             err = self.protocol.error(exc.code, str(exc))
             self.outbox.push(self.codec.message(err), len(err))
-            self.close_with = (exc.close_code or status.WS_4501_PROTOCOL_ERROR, "protocol error")
-        logger.info("protocol error on link %s: %s", self.id, exc)
+            code, reason = exc.close_code or status.WS_4501_PROTOCOL_ERROR, "protocol error"
+        self.close_with = (code, reason)
+        logger.info(
+            "protocol error, closing with %s (link=%s): %s", code, self.id, exc,
+            extra=log_fields(self, reason=reason, close_code=code),
+        )
 
     async def _on_event(self, frame: Event) -> None:
         conn = self.connections.get(frame.ns)
@@ -163,7 +168,8 @@ class Link:
             fut.set_result(AckError(frame.error.code, frame.error.message))
             return
         try:
-            fut.set_result(msgspec.json.decode(frame.data) if not self.codec.binary else msgspec.msgpack.decode(frame.data))
+            decode = msgspec.msgpack.decode if self.codec.binary else msgspec.json.decode
+            fut.set_result(decode(frame.data))
         except (msgspec.DecodeError, RecursionError):
             fut.set_result(AckError(status.INVALID_PAYLOAD, "undecodable ack payload"))
 
@@ -201,6 +207,10 @@ class Link:
             self.connections.pop(ns, None)
             await router._forget(conn)
             conn.state = ConnectionState.CLOSED
+            logger.info(
+                "connection refused with %s (link=%s sid=%s namespace=%s)", exc.code, self.id, conn.sid, ns,
+                extra=log_fields(self, conn, reason=exc.code),
+            )
             self._connect_error(ns, exc.code, exc.message, retryable=exc.retryable)
             return
         except BaseException:
@@ -209,8 +219,15 @@ class Link:
                 await router._forget(conn)
             conn.state = ConnectionState.CLOSED
             raise
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "connection opened (link=%s sid=%s namespace=%s recovered=%s)", self.id, conn.sid, ns, conn.recovered,
+                extra=log_fields(self, conn),
+            )
 
     def _connect_error(self, ns: str, code: str, message: str, *, retryable: bool = False) -> None:
+        # A namespace nobody serves was named by the client: keep it out of metric labels.
+        self.router.metrics.connection_refused(ns if ns in self.router.endpoints else "", code)
         raw = self.protocol.connect_error(ns, code, message, retryable=retryable)
         self.outbox.push(self.codec.message(raw), len(raw))
 
@@ -234,12 +251,21 @@ class Link:
                 try:
                     await conn.endpoint.on_disconnect(conn, reason)
                 except Exception:
-                    logger.exception("on_disconnect failed (sid=%s namespace=%s)", conn.sid, ns)
+                    logger.exception(
+                        "on_disconnect failed (link=%s sid=%s namespace=%s)", self.id, conn.sid, ns,
+                        extra=log_fields(self, conn, reason=reason),
+                    )
         finally:
             self.connections.pop(ns, None)
             await self.router._forget(conn, keep_session=keep_session and was_open)
             conn.state = ConnectionState.CLOSED
-            self.router.metrics.connection_closed(ns, reason, self.close_with[0] if self.close_with else self.remote_code)
+            code = self.close_with[0] if self.close_with else self.remote_code
+            self.router.metrics.connection_closed(ns, reason, code)
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "connection closed: %s (link=%s sid=%s namespace=%s code=%s)", reason, self.id, conn.sid, ns, code,
+                    extra=log_fields(self, conn, reason=reason, close_code=code),
+                )
 
     async def _close_all(self) -> None:
         if self.close_with is not None:
@@ -249,11 +275,14 @@ class Link:
         # A client that closes on purpose (1000) gives up its session; anything else
         # (a drop, a time-out, a server restart) keeps it for recovery.
         keep = code not in (status.WS_1000_NORMAL_CLOSURE, status.WS_4503_KICKED, status.WS_1008_POLICY_VIOLATION)
-        for ns in list(self.connections):
+        for ns, conn in list(self.connections.items()):
             try:
                 await self.close_namespace(ns, reason, notify=False, keep_session=keep)
             except Exception:
-                logger.exception("clean-up of namespace %s failed on link %s", ns, self.id)
+                logger.exception(
+                    "clean-up failed (link=%s sid=%s namespace=%s)", self.id, conn.sid, ns,
+                    extra=log_fields(self, conn, reason=reason, close_code=code),
+                )
         for _, fut in self.calls.values():
             if not fut.done():
                 fut.set_result(AckError(status.NOT_CONNECTED, "connection closed"))
@@ -272,15 +301,21 @@ class Link:
     def _overflowed(self) -> None:
         self.router.metrics.closed_by_server("slow_consumer")
         self.router.metrics.dropped("overflow")
-        logger.warning("slow consumer: closing link %s with 4004 (outbox full)", self.id)
+        logger.warning(
+            "slow consumer, closing with 4004 (link=%s): outbox full", self.id,
+            extra=log_fields(self, reason="slow consumer", close_code=status.WS_4004_SLOW_CONSUMER),
+        )
         self.abort(status.WS_4004_SLOW_CONSUMER, "slow consumer")
 
     def abort_rate_limited(self) -> None:
         self.router.metrics.closed_by_server("rate_limited")
-        logger.warning("sustained flooding: closing link %s with 4006", self.id)
+        logger.warning(
+            "rate limited, closing with 4006 (link=%s): sustained flooding", self.id,
+            extra=log_fields(self, reason="rate limited", close_code=status.WS_4006_RATE_LIMITED),
+        )
         self.abort(status.WS_4006_RATE_LIMITED, "rate limited")
 
-    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+    def spawn(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
         """Run a concurrent handler in the link's task group (it dies with the link)."""
         if self._tg is not None:
             self._tg.start_soon(fn, *args)
@@ -291,3 +326,34 @@ class Link:
 
     def __repr__(self) -> str:
         return f"Link(id={self.id!r}, namespaces={sorted(self.connections)!r}, codec={self.codec!r})"
+
+
+def log_fields(
+    link: Link | None, conn: Connection | None = None, *, reason: str | None = None, close_code: int | None = None
+) -> dict[str, Any]:
+    """The ``extra=`` fields of the library's log records about a connection.
+
+    Every record carries the same keys (``None`` when not applicable), so that a
+    formatter or a JSON handler can rely on them: ``link_id`` (the WebSocket),
+    ``sid`` (the namespace connection), ``namespace``, ``user`` (the identity key,
+    never a token), ``reason`` and ``close_code``.
+
+    Args:
+        link: the WebSocket, when there is one.
+        conn: the namespace connection, when there is one.
+        reason: why it closed or was refused.
+        close_code: the WebSocket close code.
+
+    Returns:
+        The fields, for ``logger.info(..., extra=log_fields(...))``.
+    """
+    from .routing import user_key  # routing imports this module
+
+    return {
+        "link_id": link.id if link is not None else None,
+        "sid": conn.sid if conn is not None else None,
+        "namespace": conn.namespace if conn is not None else None,
+        "user": user_key(conn.user) if conn is not None else None,
+        "reason": reason,
+        "close_code": close_code,
+    }

@@ -42,7 +42,7 @@ class ServerProtocol:
         max_message_size: the largest message accepted, in bytes.
     """
 
-    __slots__ = ("codec", "max_message_size", "_next_call_id", "_ping")
+    __slots__ = ("_next_call_id", "_ping", "codec", "max_message_size")
 
     def __init__(self, codec: Codec, *, max_message_size: int) -> None:
         self.codec = codec
@@ -162,7 +162,7 @@ class DedupWindow:
     handled already.  Only the most recent ``size`` acks are kept for replay.
     """
 
-    __slots__ = ("last_id", "_acks", "_size")
+    __slots__ = ("_acks", "_size", "last_id")
 
     def __init__(self, last_id: int = -1, *, size: int = 64) -> None:
         self.last_id = last_id

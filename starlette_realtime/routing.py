@@ -30,8 +30,8 @@ from .exceptions import Rejected
 from .frames import Connect
 from .hub import Hub
 from .limits import Limits
-from .link import Link
-from .metrics import Metrics
+from .link import Link, log_fields
+from .metrics import Metrics, ReportsReconnects
 from .protocol import HeartbeatAction, heartbeat_action
 from .recovery import establish
 from .rooms import room_error
@@ -109,7 +109,7 @@ class RealtimeRouter:
         self.metrics = metrics or Metrics()
         self.node_id = node_id or secrets.token_hex(4)
         self.codecs: dict[str, Codec] = codecs()
-        self.hub = Hub()
+        self.hub = Hub(self.metrics)
         self.publisher = Publisher(self.backend)
         self.links: set[Link] = set()
         self.users: dict[str, int] = {}
@@ -121,6 +121,8 @@ class RealtimeRouter:
         self._lazy_task: asyncio.Task[None] | None = None
         if isinstance(self.backend, Cluster):
             self.backend.on_control(self.handle_control)
+        if isinstance(self.backend, ReportsReconnects):
+            self.backend.on_reconnect(self.metrics.backend_reconnected)
 
     # Lifecycle -------------------------------------------------------------
 
@@ -217,7 +219,10 @@ class RealtimeRouter:
                     link.outbox.push(link.codec.message(ping), len(ping), volatile=False)
                 elif action is HeartbeatAction.TIMEOUT:
                     self.metrics.closed_by_server("heartbeat_timeout")
-                    logger.info("heartbeat time-out on link %s", link.id)
+                    logger.info(
+                        "heartbeat timeout, closing with 4005 (link=%s)", link.id,
+                        extra=log_fields(link, reason="heartbeat timeout", close_code=status.WS_4005_HEARTBEAT_TIMEOUT),
+                    )
                     link.abort(status.WS_4005_HEARTBEAT_TIMEOUT, "heartbeat timeout")
 
     # ASGI --------------------------------------------------------------------
@@ -235,7 +240,10 @@ class RealtimeRouter:
         if not self._started:
             await self._lazy_start()
         if self.allowed_origins is not None and not self._origin_allowed(scope):
-            logger.info("refused a handshake from a foreign origin")
+            logger.info(
+                "handshake refused, closing with 1008: foreign origin",
+                extra=log_fields(None, reason="foreign origin", close_code=status.WS_1008_POLICY_VIOLATION),
+            )
             await send({"type": "websocket.close", "code": status.WS_1008_POLICY_VIOLATION})
             return
         codec = next((self.codecs[p] for p in scope.get("subprotocols", ()) if p in self.codecs), None)
@@ -336,13 +344,19 @@ class RealtimeRouter:
             try:
                 await self._remove_stream(conn, stream)
             except Exception:
-                logger.exception("unsubscribing %s failed for %s", stream, conn.sid)
+                logger.exception(
+                    "unsubscribe from %r failed (sid=%s namespace=%s)", stream, conn.sid, conn.namespace,
+                    extra=log_fields(None, conn),
+                )
         conn.rooms.clear()
         for room in rooms:
             try:
                 await conn.endpoint.on_leave(conn, room)
             except Exception:
-                logger.exception("on_leave failed (sid=%s room=%s)", conn.sid, room)
+                logger.exception(
+                    "on_leave failed (sid=%s namespace=%s room=%r)", conn.sid, conn.namespace, room,
+                    extra=log_fields(None, conn),
+                )
         conn.buffer = None
         key = user_key(conn.user)
         if key is not None and conn.state is not ConnectionState.CONNECTING:
@@ -358,7 +372,10 @@ class RealtimeRouter:
                     session_key(conn.namespace, conn.sid), STATE_ENCODER.encode(state), self.config.recovery_window
                 )
             except Exception:
-                logger.warning("could not save session %s for recovery", conn.sid, exc_info=True)
+                logger.warning(
+                    "could not save the session for recovery (sid=%s namespace=%s)", conn.sid, conn.namespace,
+                    exc_info=True, extra=log_fields(None, conn),
+                )
 
     def check_user_limit(self, conn: Connection) -> None:
         limit = self.limits.max_connections_per_user

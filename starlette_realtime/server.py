@@ -39,7 +39,9 @@ class Server(uvicorn.Server):
         await super().shutdown(sockets=sockets)
 
 
-def run(app: Any, *, routers: Sequence[RealtimeRouter], host: str = "127.0.0.1", port: int = 8000, **options: Any) -> None:
+def run(
+    app: Any, *, routers: Sequence[RealtimeRouter], host: str = "127.0.0.1", port: int = 8000, **options: Any
+) -> None:
     """Serve ``app`` with uvicorn, draining ``routers`` gracefully on SIGINT/SIGTERM.
 
     permessage-deflate is off unless ``ws_per_message_deflate=True`` is passed

@@ -8,6 +8,8 @@ authenticated as someone else cannot take the session over.
 
 from __future__ import annotations
 
+import math
+
 import msgspec
 from itsdangerous import BadData, URLSafeTimedSerializer
 
@@ -40,7 +42,8 @@ class SessionSigner:
 
     def __init__(self, secret_keys: list[str | bytes], *, max_age: float) -> None:
         # itsdangerous signs with the last key and accepts any: we list newest first.
-        self._serializer = URLSafeTimedSerializer(list(reversed(secret_keys)), salt=_SALT)
+        keys = [k.encode() if isinstance(k, str) else k for k in reversed(secret_keys)]
+        self._serializer = URLSafeTimedSerializer(keys, salt=_SALT)
         self.max_age = max_age
 
     def sign(self, namespace: str, sid: str) -> str:
@@ -50,7 +53,7 @@ class SessionSigner:
     def verify(self, namespace: str, session: str) -> str | None:
         """Return the sid named by a valid session string for ``namespace``, else ``None``."""
         try:
-            value = self._serializer.loads(session, max_age=self.max_age)
+            value = self._serializer.loads(session, max_age=math.ceil(self.max_age))
         except (BadData, ValueError, TypeError):
             return None
         if (

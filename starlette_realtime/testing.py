@@ -252,7 +252,10 @@ class RealtimeTester:
         self._tg.start_soon(self.router, scope, conn._receive, conn._send)
         self._connections.append(conn)
         conn._put(Connect(namespace, codec.encode_payload(auth), session))
-        await conn.wait_for(lambda: conn.sid is not None or conn.connect_error is not None or conn.close_code is not None, timeout=timeout)
+        await conn.wait_for(
+            lambda: conn.sid is not None or conn.connect_error is not None or conn.close_code is not None,
+            timeout=timeout,
+        )
         if not expect_error and conn.sid is None:
             raise AssertionError(f"connect to {namespace!r} failed: {conn.connect_error or conn.close_code}")
         return conn

@@ -45,20 +45,23 @@ class Outbox:
         overflow: the overflow policy.
         on_overflow: called (synchronously) when the policy is ``DISCONNECT``
             and the queue overflows.
+        on_drop: called (synchronously) with the reason (``volatile``, ``drop_oldest``,
+            ``drop_newest``) for each message dropped without closing.
     """
 
     __slots__ = (
-        "_send",
+        "_busy",
+        "_fast",
+        "_inflight",
+        "_max_bytes",
+        "_max_messages",
+        "_on_drop",
+        "_on_overflow",
+        "_overflow",
         "_queue",
         "_queued_bytes",
-        "_max_messages",
-        "_max_bytes",
-        "_overflow",
-        "_on_overflow",
+        "_send",
         "_waiter",
-        "_busy",
-        "_inflight",
-        "_fast",
         "closed",
         "dropped",
         "sent",
@@ -72,6 +75,7 @@ class Outbox:
         max_bytes: int,
         overflow: Overflow,
         on_overflow: Callable[[], None],
+        on_drop: Callable[[str], None] | None = None,
     ) -> None:
         self._send = send
         self._queue: deque[tuple[dict[str, Any], int]] = deque()
@@ -80,6 +84,7 @@ class Outbox:
         self._max_bytes = max_bytes
         self._overflow = overflow
         self._on_overflow = on_overflow
+        self._on_drop = on_drop
         self._waiter: asyncio.Future[None] | None = None
         # True while the writer task is sending: pushes must queue to keep order.
         self._busy = False
@@ -134,10 +139,14 @@ class Outbox:
             return True
         if volatile:
             self.dropped += 1
+            if self._on_drop is not None:
+                self._on_drop("volatile")
             return False
         if len(self._queue) >= self._max_messages or self._queued_bytes + size > self._max_bytes:
             if self._overflow is Overflow.DROP_NEWEST:
                 self.dropped += 1
+                if self._on_drop is not None:
+                    self._on_drop("drop_newest")
                 return False
             if self._overflow is Overflow.DROP_OLDEST and self._queue:
                 while self._queue and (
@@ -146,6 +155,8 @@ class Outbox:
                     _, old = self._queue.popleft()
                     self._queued_bytes -= old
                     self.dropped += 1
+                    if self._on_drop is not None:
+                        self._on_drop("drop_oldest")
             else:
                 self.dropped += 1
                 self.closed = True

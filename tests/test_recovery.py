@@ -7,9 +7,9 @@ import json
 from typing import Any
 
 import websockets
-
 from apps import make_feed_app
 from conftest import serve
+
 from starlette_realtime.client import RealtimeClient
 
 

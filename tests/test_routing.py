@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 import websockets
-from websockets.exceptions import ConnectionClosed
-
 from apps import make_app
 from conftest import ServerThread, serve
+from websockets.exceptions import ConnectionClosed
+
 from starlette_realtime import AckError, RealtimeRouter
 from starlette_realtime.client import RealtimeClient
 
@@ -298,8 +298,8 @@ async def test_graceful_shutdown_closes_with_1001_in_batches() -> None:
     import threading
 
     import uvicorn
-
     from conftest import free_port
+
     from starlette_realtime.server import Server
 
     app, realtime = make_app(shutdown_batch=2, shutdown_interval=0.2)

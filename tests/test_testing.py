@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from apps import Chat
+
 from starlette_realtime import AckError, RealtimeRouter
 from starlette_realtime.testing import RealtimeTester
 

@@ -22,7 +22,7 @@ _SWEEP_EVERY = 1.0
 
 
 class _Stream:
-    __slots__ = ("epoch", "offset", "items", "last")
+    __slots__ = ("epoch", "items", "last", "offset")
 
     def __init__(self, epoch: str, maxlen: int) -> None:
         self.epoch = epoch
@@ -147,9 +147,9 @@ class MemoryBackend:
                 items.popleft()
             if not items and stream.last <= horizon:
                 del self._streams[key]
-        for key, (deadline, _) in list(self._sessions.items()):
+        for session, (deadline, _) in list(self._sessions.items()):
             if deadline < now:
-                del self._sessions[key]
+                del self._sessions[session]
 
     def stats(self) -> dict[str, int]:
         """Counts for tests and metrics: streams, retained messages, saved sessions."""

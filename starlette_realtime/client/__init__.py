@@ -443,9 +443,8 @@ class RealtimeClient:
         ns.sid, ns.session, ns.recovered = frame.sid, frame.session, frame.recovered
         ns.connected = True
         ns.token_retries = 0
-        self._dispatch_local(
-            ns.name, "$connect", {"sid": frame.sid, "recovered": frame.recovered, "recovery_failed": frame.recovery_failed}
-        )
+        info = {"sid": frame.sid, "recovered": frame.recovered, "recovery_failed": frame.recovery_failed}
+        self._dispatch_local(ns.name, "$connect", info)
         for item in ns.outgoing.to_send(time.monotonic()):
             await self._send_pending(ns, item.id)
         if all(n.connected for n in self._ns.values()):
