@@ -1,0 +1,409 @@
+"""Prometheus metrics: :class:`PrometheusMetrics` and the ``/metrics`` app serving them.
+
+Requires the ``prometheus`` extra (``prometheus-client``)::
+
+    from starlette_realtime.prometheus import PrometheusMetrics, metrics_app
+
+    metrics = PrometheusMetrics()
+    realtime = RealtimeRouter([Chat], metrics=metrics)
+    app.mount("/metrics", metrics_app(metrics))
+
+Each :class:`PrometheusMetrics` registers its metrics in a registry of its own
+(nothing goes to prometheus-client's global ``REGISTRY``).  Under several
+worker processes, set ``PROMETHEUS_MULTIPROC_DIR`` before Python starts: every
+process then writes its values to files there and :func:`metrics_app` serves
+the sum over all of them (see docs/observability.md).
+
+The hot paths are cheap: a broadcast costs a fixed handful of counter updates
+once per publication, whatever the number of receivers, and the labelled
+children are looked up once per label set and cached.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import msgspec
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_asgi_app
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from . import status
+from .metrics import Metrics
+
+#: Handler durations, seconds: fine below a millisecond, where most handlers are.
+HANDLER_BUCKETS: tuple[float, ...] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+#: Publish-to-receive lag, seconds (one node: well under a millisecond; through Redis: about one).
+LAG_BUCKETS: tuple[float, ...] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+)
+
+#: Disconnect reasons reported as themselves; any other (an application's own
+#: ``conn.disconnect(reason)`` text) is reported as ``other``, to keep the label bounded.
+KNOWN_REASONS: frozenset[str] = frozenset({
+    "client disconnect",
+    "transport closed",
+    "server disconnect",
+    "disconnected by server",
+    "server shutdown",
+    "slow consumer",
+    "heartbeat timeout",
+    "rate limited",
+    "protocol error",
+    "message too big",
+    "kicked",
+})
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class MetricsSample(msgspec.Struct, frozen=True):
+    """This process's running totals at one moment (what the dashboard diffs each second).
+
+    Attributes:
+        events_received: events addressed to open namespaces.
+        events_sent: events delivered to local receivers.
+        received_bytes: WebSocket message bytes received.
+        sent_bytes: event bytes delivered to local receivers.
+        errors: events answered with an error (handler errors and rejections).
+        handler_buckets: cumulative handler-duration bucket counts, one per
+            :attr:`PrometheusMetrics.handler_buckets` bound, then ``+Inf``.
+        lag_buckets: cumulative publish-to-receive lag bucket counts, likewise.
+    """
+
+    events_received: float
+    events_sent: float
+    received_bytes: float
+    sent_bytes: float
+    errors: float
+    handler_buckets: tuple[float, ...]
+    lag_buckets: tuple[float, ...]
+
+
+class PrometheusMetrics(Metrics):
+    """The core's counts as Prometheus metrics (names in docs/observability.md).
+
+    Args:
+        registry: where to register the metrics; a new :class:`CollectorRegistry` by default.
+        prefix: the metric name prefix.
+        handler_buckets: the bucket bounds (seconds) of the handler-duration histogram.
+        lag_buckets: the bucket bounds (seconds) of the backend-lag histogram.
+    """
+
+    def __init__(
+        self,
+        *,
+        registry: CollectorRegistry | None = None,
+        prefix: str = "starlette_realtime",
+        handler_buckets: Sequence[float] = HANDLER_BUCKETS,
+        lag_buckets: Sequence[float] = LAG_BUCKETS,
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        self.prefix = prefix
+        self.handler_buckets = tuple(handler_buckets)
+        self.lag_buckets = tuple(lag_buckets)
+        p, reg = prefix, self.registry
+        self.connections = Gauge(
+            f"{p}_connections", "Open namespace connections.", ["namespace"], registry=reg, multiprocess_mode="livesum"
+        )
+        self.connects = Counter(f"{p}_connects", "Namespace connections opened.", ["namespace"], registry=reg)
+        self.connect_errors = Counter(
+            f"{p}_connect_errors", "Namespace connections refused, by error code.", ["namespace", "code"], registry=reg
+        )
+        self.disconnects = Counter(
+            f"{p}_disconnects",
+            "Namespace connections closed, by reason and WebSocket close code.",
+            ["namespace", "reason", "code"],
+            registry=reg,
+        )
+        self.reconnections = Counter(
+            f"{p}_reconnections", "Connects that presented an earlier session.", ["namespace"], registry=reg
+        )
+        self.recovered_sessions = Counter(
+            f"{p}_recovered_sessions", "Reconnections that resumed their session with nothing lost.", ["namespace"],
+            registry=reg,
+        )
+        self.messages_received = Counter(f"{p}_messages_received", "WebSocket messages received.", registry=reg)
+        self.received_bytes = Counter(f"{p}_received_bytes", "WebSocket message bytes received.", registry=reg)
+        self.events_received = Counter(
+            f"{p}_events_received", "Events received for an open namespace.", ["namespace", "event"], registry=reg
+        )
+        self.events_sent = Counter(
+            f"{p}_events_sent", "Events delivered to local receivers.", ["namespace", "event"], registry=reg
+        )
+        self.sent_bytes = Counter(
+            f"{p}_sent_bytes", "Event bytes delivered to local receivers.", ["namespace"], registry=reg
+        )
+        self.publications = Counter(
+            f"{p}_publications", "Publications fanned out on this node.", ["namespace"], registry=reg
+        )
+        self.handler_duration = Histogram(
+            f"{p}_handler_duration_seconds",
+            "Event handler run time.",
+            ["namespace", "event"],
+            buckets=self.handler_buckets,
+            registry=reg,
+        )
+        self.event_errors = Counter(
+            f"{p}_event_errors",
+            "Events answered with an error: handler errors and rejected events, by error code.",
+            ["namespace", "event", "code"],
+            registry=reg,
+        )
+        self.dropped_messages = Counter(
+            f"{p}_dropped_messages", "Outgoing messages dropped, by reason.", ["reason"], registry=reg
+        )
+        self.server_closes = Counter(
+            f"{p}_server_closes",
+            "WebSockets closed by the server: slow_consumer, heartbeat_timeout, rate_limited.",
+            ["reason"],
+            registry=reg,
+        )
+        self.backend_lag = Histogram(
+            f"{p}_backend_lag_seconds",
+            "Publish-to-receive lag: publisher's wall clock to fan-out on this node.",
+            buckets=self.lag_buckets,
+            registry=reg,
+        )
+        self.backend_reconnections = Counter(
+            f"{p}_backend_reconnections", "Times the backend link came back after an outage.", registry=reg
+        )
+        # Labelled children, looked up once per label set: labels() takes a lock and
+        # builds a tuple, a dict lookup does not.
+        self._by_ns: dict[str, tuple[Any, ...]] = {}
+        self._by_event: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._sent: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
+        self._errors: dict[tuple[str, str, str], Any] = {}
+        self._lag_observe = self.backend_lag.observe
+        self._msg_inc = self.messages_received.inc
+        self._bytes_inc = self.received_bytes.inc
+
+    # Connections -------------------------------------------------------------
+
+    def _ns(self, namespace: str) -> tuple[Any, ...]:
+        children = self._by_ns.get(namespace)
+        if children is None:
+            children = self._by_ns[namespace] = (
+                self.connections.labels(namespace),
+                self.connects.labels(namespace),
+                self.reconnections.labels(namespace),
+                self.recovered_sessions.labels(namespace),
+            )
+        return children
+
+    def connection_opened(self, namespace: str) -> None:
+        gauge, connects, _, _ = self._ns(namespace)
+        gauge.inc()
+        connects.inc()
+
+    def connection_closed(self, namespace: str, reason: str, code: int | None) -> None:
+        self._ns(namespace)[0].dec()
+        self.disconnects.labels(namespace, reason_label(reason), code_label(code)).inc()
+
+    def connection_refused(self, namespace: str, code: str) -> None:
+        self.connect_errors.labels(namespace, code).inc()
+
+    def connection_recovered(self, namespace: str, recovered: bool) -> None:
+        _, _, reconnections, recovered_sessions = self._ns(namespace)
+        reconnections.inc()
+        if recovered:
+            recovered_sessions.inc()
+
+    # Events ------------------------------------------------------------------
+
+    def _event(self, namespace: str, event: str) -> tuple[Any, Any]:
+        key = (namespace, event)
+        children = self._by_event.get(key)
+        if children is None:
+            children = self._by_event[key] = (
+                self.events_received.labels(namespace, event),
+                self.handler_duration.labels(namespace, event),
+            )
+        return children
+
+    def _error(self, namespace: str, event: str, code: str) -> None:
+        key = (namespace, event, code)
+        child = self._errors.get(key)
+        if child is None:
+            child = self._errors[key] = self.event_errors.labels(namespace, event, code)
+        child.inc()
+
+    def handler_started(self) -> float:
+        return time.perf_counter()
+
+    def handler_finished(self, namespace: str, event: str, started: float, error: str | None) -> None:
+        received, duration = self._event(namespace, event)
+        duration.observe(time.perf_counter() - started)
+        received.inc()
+        if error is not None:
+            self._error(namespace, event, error)
+
+    def event_rejected(self, namespace: str, event: str, code: str) -> None:
+        self._event(namespace, event)[0].inc()
+        self._error(namespace, event, code)
+
+    def message_in(self, nbytes: int) -> None:
+        self._msg_inc()
+        self._bytes_inc(nbytes)
+
+    def broadcast(self, namespace: str, event: str, deliveries: int, nbytes: int, published_at: float) -> None:
+        key = (namespace, event)
+        children = self._sent.get(key)
+        if children is None:
+            children = self._sent[key] = (
+                self.events_sent.labels(namespace, event),
+                self.sent_bytes.labels(namespace),
+                self.publications.labels(namespace),
+            )
+        sent, sent_bytes, publications = children
+        publications.inc()
+        if deliveries:
+            sent.inc(deliveries)
+            sent_bytes.inc(nbytes)
+        if published_at:
+            # A clock step between nodes can make it negative; it is then no lag at all.
+            self._lag_observe(max(0.0, time.time() - published_at))
+
+    # Trouble -------------------------------------------------------------------
+
+    def dropped(self, reason: str) -> None:
+        self.dropped_messages.labels(reason).inc()
+
+    def closed_by_server(self, reason: str) -> None:
+        self.server_closes.labels(reason).inc()
+
+    def backend_reconnected(self) -> None:
+        self.backend_reconnections.inc()
+
+    # Reading -------------------------------------------------------------------
+
+    def sample(self) -> MetricsSample:
+        """This process's running totals (for the dashboard; Prometheus scrapes the registry).
+
+        Returns:
+            The totals now; rates and windowed quantiles come from the difference of two samples.
+        """
+        return MetricsSample(
+            events_received=_total(self.events_received),
+            events_sent=_total(self.events_sent),
+            received_bytes=_total(self.received_bytes),
+            sent_bytes=_total(self.sent_bytes),
+            errors=_total(self.event_errors),
+            handler_buckets=_buckets(self.handler_duration, len(self.handler_buckets) + 1),
+            lag_buckets=_buckets(self.backend_lag, len(self.lag_buckets) + 1),
+        )
+
+    def __repr__(self) -> str:
+        return f"PrometheusMetrics(prefix={self.prefix!r}, multiprocess={multiprocess_dir() is not None})"
+
+
+def _total(metric: Counter) -> float:
+    return sum(s.value for m in metric.collect() for s in m.samples if s.name.endswith("_total"))
+
+
+def _buckets(metric: Histogram, n: int) -> tuple[float, ...]:
+    counts = [0.0] * n
+    for m in metric.collect():
+        i = 0
+        for s in m.samples:
+            if s.name.endswith("_bucket"):
+                counts[i % n] += s.value
+                i += 1
+    return tuple(counts)
+
+
+def reason_label(reason: str) -> str:
+    """The ``reason`` label of a disconnect: a known reason in snake case, else ``other``.
+
+    Args:
+        reason: the reason the core passed to ``connection_closed``.
+
+    Returns:
+        A label value from a fixed set.
+    """
+    return reason.replace(" ", "_") if reason in KNOWN_REASONS else "other"
+
+
+def code_label(code: int | None) -> str:
+    """The ``code`` label of a disconnect: a standard or library close code, ``none`` or ``other``.
+
+    Args:
+        code: the WebSocket close code, or ``None`` when only the namespace closed.
+
+    Returns:
+        A label value from a bounded set (a client chooses its own close code).
+    """
+    if code is None:
+        return "none"
+    if 1000 <= code <= 1015 or code in status.CLOSE_CODES:
+        return str(code)
+    return "other"
+
+
+def multiprocess_dir() -> str | None:
+    """The prometheus-client multi-process directory, when multi-process mode is on.
+
+    Returns:
+        The value of ``PROMETHEUS_MULTIPROC_DIR``, or ``None``.
+    """
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def metrics_app(metrics: PrometheusMetrics, *, disable_compression: bool = False) -> ASGIApp:
+    """A mountable ASGI app answering ``GET`` with the metrics in the Prometheus text format.
+
+    With ``PROMETHEUS_MULTIPROC_DIR`` set, it serves the values of every worker
+    process, merged from that directory, as prometheus-client documents;
+    otherwise the metrics' own registry.  The app speaks HTTP only; mount it
+    behind your own authentication or on an internal port if the figures are
+    not for everyone.
+
+    Args:
+        metrics: the metrics to serve.
+        disable_compression: never gzip the answer, even when the scraper asks for it.
+
+    Returns:
+        An ASGI application (``app.mount("/metrics", metrics_app(metrics))``).
+    """
+    registry: CollectorRegistry = metrics.registry
+    if multiprocess_dir() is not None:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    inner = make_asgi_app(registry, disable_compression=disable_compression)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": status.WS_1008_POLICY_VIOLATION})
+            return
+        if scope.get("method") not in ("GET", "HEAD"):
+            await send({
+                "type": "http.response.start",
+                "status": 405,
+                "headers": [(b"allow", b"GET, HEAD"), (b"content-type", b"text/plain; charset=utf-8")],
+            })
+            await send({"type": "http.response.body", "body": b"method not allowed\n"})
+            return
+        await inner(scope, receive, send)
+
+    return app
+
+
+__all__ = [
+    "HANDLER_BUCKETS",
+    "KNOWN_REASONS",
+    "LAG_BUCKETS",
+    "MetricsSample",
+    "PrometheusMetrics",
+    "code_label",
+    "metrics_app",
+    "multiprocess_dir",
+    "reason_label",
+]
