@@ -280,6 +280,9 @@ class RealtimeClient:
         """Drop the socket without a close frame, as a network failure would (for tests)."""
         ws = self._ws
         if ws is not None:
+            self._ready.clear()
+            for ns in self._ns.values():
+                ns.connected = False
             ws.transport.abort()
 
     async def __aenter__(self) -> RealtimeClient:

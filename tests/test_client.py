@@ -1,0 +1,113 @@
+"""The Python client's pure parts: backoff, the outgoing queue, positions; and its behaviour offline."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import pytest
+
+from apps import make_app
+from conftest import serve
+from starlette_realtime.client import AckTimeout, ClientClosed, RealtimeClient
+from starlette_realtime.client.backoff import backoff
+from starlette_realtime.client.outgoing import Outgoing, Positions
+
+
+def test_backoff_grows_exponentially_up_to_the_cap() -> None:
+    delays = list(itertools.islice(backoff(first=1, maximum=8, randomization=0), 6))
+    assert delays == [1, 2, 4, 8, 8, 8]
+
+
+def test_backoff_jitter_stays_within_the_randomization_factor() -> None:
+    low = list(itertools.islice(backoff(first=2, maximum=30, randomization=0.5, rand=lambda: 0.0), 3))
+    high = list(itertools.islice(backoff(first=2, maximum=30, randomization=0.5, rand=lambda: 0.999999), 3))
+    assert low == [1.0, 2.0, 4.0]
+    assert high == pytest.approx([3.0, 6.0, 12.0], rel=1e-5)
+
+
+def test_outgoing_keeps_events_until_acked_and_expires_unsent_ones() -> None:
+    out = Outgoing(ttl=10, maximum=100)
+    a = out.add("a", 1, now=0)
+    b = out.add("b", 2, now=5)
+    a.sent = True
+    assert [p.id for p in out.to_send(now=12)] == [a.id, b.id]  # a was sent: kept for resend
+    assert [p.id for p in out.to_send(now=16)] == [a.id]  # b expired unsent
+    assert out.dropped == 1
+    assert out.acked(a.id) is a and len(out) == 0
+
+
+def test_outgoing_drops_the_oldest_over_the_maximum() -> None:
+    out = Outgoing(ttl=10, maximum=2)
+    for i in range(4):
+        out.add("e", i, now=0)
+    assert [p.data for p in out.pending.values()] == [2, 3]
+    assert out.dropped == 2
+
+
+def test_positions_drop_duplicates_by_offset_within_an_epoch() -> None:
+    pos = Positions()
+    assert pos.accept("r", "e1", 1)
+    assert pos.accept("r", "e1", 2)
+    assert not pos.accept("r", "e1", 2)
+    assert not pos.accept("r", "e1", 1)
+    assert pos.accept("r", "e2", 1)  # a new epoch starts over
+    pos.reset("r")
+    assert pos.accept("r", "e2", 1)
+
+
+async def test_emits_made_offline_are_delivered_after_the_reconnect() -> None:
+    app, _ = make_app(secret_key="k")
+    with serve(app) as srv:
+        got: list[Any] = []
+        url = srv.url + "/realtime"
+        async with RealtimeClient(url, namespaces=["/chat"], reconnection_delay=0.3, randomization_factor=0) as a, \
+                RealtimeClient(url, namespaces=["/chat"]) as b:
+            b.on("said", got.append, namespace="/chat")
+            await b.call("join", "q", namespace="/chat", timeout=5)
+            a.kill_transport()
+            await asyncio.sleep(0.05)
+            assert a.state.value == "reconnecting"
+            for i in range(5):
+                await a.emit("say", {"room": "q", "text": str(i)}, namespace="/chat")
+            assert a.queued == 5
+            await a.wait_connected(5)
+            await a.drain(5)
+            async with asyncio.timeout(5):
+                while len(got) < 5:
+                    await asyncio.sleep(0.01)
+        assert [m["text"] for m in got] == ["0", "1", "2", "3", "4"]
+
+
+async def test_call_timeout_raises_and_the_event_is_not_sent_later() -> None:
+    app, _ = make_app()
+    with serve(app) as srv:
+        async with RealtimeClient(srv.url + "/realtime", namespaces=["/chat"], reconnection_delay=5) as a:
+            a.kill_transport()
+            await asyncio.sleep(0.05)
+            with pytest.raises(AckTimeout):
+                await a.call("echo", 1, namespace="/chat", timeout=0.1)
+            assert a.queued == 0
+
+
+async def test_a_refused_handshake_stops_the_client() -> None:
+    app, _ = make_app(allowed_origins=["https://good.example"])
+    with serve(app) as srv:
+        client = RealtimeClient(srv.url + "/realtime", namespaces=["/chat"], origin="https://evil.example")
+        with pytest.raises(ClientClosed, match="HTTP 403"):
+            await client.connect()
+        await client.close()
+
+
+async def test_states_are_observable() -> None:
+    app, _ = make_app()
+    with serve(app) as srv:
+        states: list[str] = []
+        client = RealtimeClient(srv.url + "/realtime", namespaces=["/chat"], reconnection_delay=0.05)
+        client.on_state(lambda s: states.append(s.value))
+        await client.connect()
+        client.kill_transport()
+        await client.wait_connected(5)
+        await client.close()
+        assert states == ["connecting", "connected", "reconnecting", "connected", "closed"]
