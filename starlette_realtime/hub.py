@@ -71,21 +71,27 @@ class Hub:
         cache: dict[Codec, tuple[dict[str, Any], int]] = {}
         volatile = pub.volatile
         count = nbytes = 0
+        # The hot loop: a few attribute checks and one push per receiver; the frame is
+        # encoded once per encoding and the same ASGI message object is shared.
+        last: Codec | None = None
+        msg: dict[str, Any] = {}
+        size = 0
         for conn in members.values():
-            if conn.sid == exclude:
-                continue
-            if others and not conn.rooms.isdisjoint(others):
+            if conn.sid == exclude or (others and not conn.rooms.isdisjoint(others)):
                 continue
             if conn.buffer is not None:
                 conn.buffer.append(pub)
                 continue
             codec = conn.codec
-            entry = cache.get(codec)
-            if entry is None:
-                entry = cache[codec] = encode_publication(codec, pub)
-            conn.outbox.push(entry[0], entry[1], volatile=volatile)
+            if codec is not last:
+                entry = cache.get(codec)
+                if entry is None:
+                    entry = cache[codec] = encode_publication(codec, pub)
+                msg, size = entry
+                last = codec
+            conn.outbox.push(msg, size, volatile)
             count += 1
-            nbytes += entry[1]
+            nbytes += size
         self.deliveries += count
         # Metrics once per publication, never per receiver.
         self._metrics.broadcast(pub.ns, pub.event, count, nbytes, pub.ts)
@@ -105,12 +111,12 @@ class Hub:
                 continue
             try:
                 out = filt(conn, data)
+                if out is None:
+                    continue
+                msg, size = encode_publication(conn.codec, pub, conn.codec.encode_payload(out))
             except Exception:
                 logger.exception("outgoing filter for %r failed; event dropped for %s", pub.event, conn.sid)
                 continue
-            if out is None:
-                continue
-            msg, size = encode_publication(conn.codec, pub, conn.codec.encode_payload(out))
             conn.outbox.push(msg, size, volatile=pub.volatile)
             count += 1
             nbytes += size
@@ -131,10 +137,15 @@ class Hub:
                     continue
             filt = self._filters.get((pub.ns, pub.event))
             if filt is not None:
-                out = filt(conn, self._json_decoder.decode(pub.data))
-                if out is None:
+                try:
+                    out = filt(conn, self._json_decoder.decode(pub.data))
+                    if out is None:
+                        continue
+                    msg, size = encode_publication(conn.codec, pub, conn.codec.encode_payload(out))
+                except Exception:
+                    # As in live delivery: a failing filter drops the event, never sends it unfiltered.
+                    logger.exception("outgoing filter for %r failed; event dropped for %s", pub.event, conn.sid)
                     continue
-                msg, size = encode_publication(conn.codec, pub, conn.codec.encode_payload(out))
             else:
                 msg, size = encode_publication(conn.codec, pub)
             conn.outbox.push(msg, size)

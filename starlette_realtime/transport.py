@@ -62,9 +62,9 @@ class Outbox:
         "_queued_bytes",
         "_send",
         "_waiter",
-        "closed",
+        "_direct",
+        "_closed",
         "dropped",
-        "sent",
     )
 
     def __init__(
@@ -94,9 +94,22 @@ class Outbox:
             self._fast = True
         except RuntimeError:
             self._fast = False
-        self.closed = False
+        # True while a push may write straight to the socket: nothing queued, nothing in
+        # flight, the writer idle, the outbox open.  One flag keeps the fast path to one check.
+        self._direct = self._fast
+        self._closed = False
         self.dropped = 0
-        self.sent = 0
+
+    @property
+    def closed(self) -> bool:
+        """Whether the outbox accepts no more messages."""
+        return self._closed
+
+    @closed.setter
+    def closed(self, value: bool) -> None:
+        self._closed = value
+        if value:
+            self._direct = False
 
     @property
     def queued(self) -> int:
@@ -107,7 +120,7 @@ class Outbox:
     def queued_bytes(self) -> int:
         return self._queued_bytes
 
-    def push(self, message: dict[str, Any], size: int, *, volatile: bool = False) -> bool:
+    def push(self, message: dict[str, Any], size: int, volatile: bool = False) -> bool:
         """Send or queue one ASGI message without awaiting.
 
         Args:
@@ -118,14 +131,11 @@ class Outbox:
         Returns:
             ``False`` when the message was dropped.
         """
-        if self.closed:
-            return False
-        if self._fast and not self._busy and self._inflight is None and not self._queue:
-            coro = self._send(message)  # type: ignore[assignment]
+        if self._direct:
+            coro = self._send(message)
             try:
                 yielded = coro.send(None)  # type: ignore[attr-defined]
             except StopIteration:
-                self.sent += 1
                 return True
             except BaseException:
                 # The socket is gone; the reader will see the disconnect and clean up.
@@ -133,10 +143,12 @@ class Outbox:
                 coro.close()  # type: ignore[attr-defined]
                 return False
             # The ASGI server is applying flow control: the writer finishes this send.
+            self._direct = False
             self._inflight = (coro, yielded)  # type: ignore[assignment]
-            self.sent += 1
             self._wake()
             return True
+        if self._closed:
+            return False
         if volatile:
             self.dropped += 1
             if self._on_drop is not None:
@@ -162,6 +174,7 @@ class Outbox:
                 self.closed = True
                 self._on_overflow()
                 return False
+        self._direct = False
         self._queue.append((message, size))
         self._queued_bytes += size
         self._wake()
@@ -199,8 +212,9 @@ class Outbox:
                         self._queue.clear()
                         self._queued_bytes = 0
                         return
-                    self.sent += 1
             self._busy = False
+            if self._fast and not self._closed and self._inflight is None and not self._queue:
+                self._direct = True
             if loop is not None:
                 self._waiter = loop.create_future()
                 try:
