@@ -142,6 +142,24 @@ def cpu_busy_seconds(cpu: int | None) -> float:
     return 0.0
 
 
+def machine_busy_seconds() -> float:
+    """Busy seconds of the server's and the clients' CPUs together."""
+    if SERVER_CPU is None or CLIENT_CPU is None:
+        return 0.0
+    return cpu_busy_seconds(SERVER_CPU) + cpu_busy_seconds(CLIENT_CPU)
+
+
+def wait_quiet(threshold: float, max_wait: float) -> float:
+    """Wait (at most max_wait s) until our two cores are nearly idle for a 1 s sample; returns the last busy level."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        b0, t0 = machine_busy_seconds(), time.monotonic()
+        time.sleep(1.0)
+        busy = (machine_busy_seconds() - b0) / (time.monotonic() - t0)
+        if busy <= threshold or time.monotonic() >= deadline:
+            return busy
+
+
 class Server:
     """One server process in its own process group, pinned to SERVER_CPU. Always stopped, also on errors."""
 
@@ -995,10 +1013,12 @@ def fanout_phase(srv: Server, pub: WorkerHandle, recv: list[WorkerHandle], pub_k
                  timeout: float) -> dict[str, Any]:
     call_all([(w, "arm", {}) for w in recv], 10)
     cpu0, c1_0, t0, rss0 = srv.cpu(), cpu_busy_seconds(CLIENT_CPU), time.monotonic(), srv.rss_kib()
+    m0 = machine_busy_seconds()
     p = pub.call("publish", timeout + 60, **pub_kw)
     rs = call_all([(w, "wait", dict(expect=p["sent"], timeout=pub_kw.get("drain", 10.0))) for w in recv],
                   pub_kw.get("drain", 10.0) + 30)
     cpu1, c1_1, t1 = srv.cpu(), cpu_busy_seconds(CLIENT_CPU), time.monotonic()
+    m1 = machine_busy_seconds()
     deliveries = sum(r["total"] for r in rs)
     last = max((r["last_msg"] for r in rs), default=0.0)
     span = last - p["t_first"] if deliveries else 0.0
@@ -1017,6 +1037,8 @@ def fanout_phase(srv: Server, pub: WorkerHandle, recv: list[WorkerHandle], pub_k
         "cpu_s_per_M": (cpu1 - cpu0) / deliveries * 1e6 if deliveries else None,
         "server_cpu_util": (cpu1 - cpu0) / wall, "client_cpu_util": client_cpu / wall,
         "client_core_busy": (c1_1 - c1_0) / wall if CLIENT_CPU is not None else None,
+        # CPU used on our two cores by anything but the server and the client processes (other jobs on the box)
+        "foreign_cpu": max(0.0, (m1 - m0) - (cpu1 - cpu0) - client_cpu) / wall,
         "rss_growth_kib": srv.rss_kib() - rss0,
         "lat_p50_ms": p50 and p50 * 1e3, "lat_p99_ms": p99 and p99 * 1e3, "lat_p999_ms": p999 and p999 * 1e3,
         "wall_s": wall, "errors": (p["errors"] + [e for r in rs for e in r["errors"]])[:10],
@@ -1146,9 +1168,9 @@ def run_ack(spec: ServerSpec, n: int, args: argparse.Namespace, check: Check) ->
             w.send("ack_run", start=start, measure_start=measure_start, deadline=deadline,
                    pad_len=pad_for(args.payload), timeout=10.0)
         time.sleep(max(0.0, measure_start - time.monotonic()))
-        cpu0, c1_0 = srv.cpu(), cpu_busy_seconds(CLIENT_CPU)
+        cpu0, c1_0, m0 = srv.cpu(), cpu_busy_seconds(CLIENT_CPU), machine_busy_seconds()
         time.sleep(max(0.0, deadline - time.monotonic()))
-        cpu1, c1_1 = srv.cpu(), cpu_busy_seconds(CLIENT_CPU)
+        cpu1, c1_1, m1 = srv.cpu(), cpu_busy_seconds(CLIENT_CPU), machine_busy_seconds()
         rs = [w.recv(args.duration + args.warmup + 30) for w in cl.workers]
         acks = sum(r["acks"] for r in rs)
         p50, p99, p999 = pctl(cat_bytes([r["rtt"] for r in rs]), [50, 99, 99.9])
@@ -1159,6 +1181,8 @@ def run_ack(spec: ServerSpec, n: int, args: argparse.Namespace, check: Check) ->
             "server_cpu_util": (cpu1 - cpu0) / args.duration,
             "cpu_s_per_M": (cpu1 - cpu0) / acks * 1e6 if acks else None,
             "client_cpu_util": sum(r["cpu"] for r in rs) / total_span,
+            "foreign_cpu": max(0.0, (m1 - m0) - (cpu1 - cpu0) - sum(r["cpu"] for r in rs) * args.duration / total_span)
+            / args.duration,
             "client_core_busy": (c1_1 - c1_0) / args.duration if CLIENT_CPU is not None else None,
             "bad": sum(r["bad"] for r in rs), "unanswered": sum(r["unanswered"] for r in rs),
             "closed": sum(r["closed"] for r in rs), "errors": [e for r in rs for e in r["errors"]][:10],
@@ -1207,13 +1231,14 @@ WORKLOADS: dict[str, dict[str, Any]] = {
                            ("steady.lat_p999_ms", "steady p999 ms", "{:.2f}"),
                            ("burst.server_cpu_util", "server CPU util", "{:.2f}"),
                            ("burst.client_core_busy", "client core busy", "{:.2f}"),
-                           ("burst.client_cpu_util", "client procs CPU", "{:.2f}")]},
+                           ("burst.client_cpu_util", "client procs CPU", "{:.2f}"),
+                           ("burst.foreign_cpu", "foreign CPU", "{:.2f}")]},
     "ack": {"run": run_ack, "sizes": [100], "smoke_sizes": [5],
             "metrics": [("acks_per_s", "acks/s", "{:,.0f}"), ("rtt_p50_ms", "RTT p50 ms", "{:.2f}"),
                         ("rtt_p99_ms", "RTT p99 ms", "{:.2f}"), ("cpu_s_per_M", "CPU-s/1M acks", "{:.1f}"),
                         ("server_cpu_util", "server CPU util", "{:.2f}"),
                         ("client_core_busy", "client core busy", "{:.2f}"),
-                        ("client_cpu_util", "client procs CPU", "{:.2f}")]},
+                        ("client_cpu_util", "client procs CPU", "{:.2f}"), ("foreign_cpu", "foreign CPU", "{:.2f}")]},
     "cluster": {"run": run_cluster, "sizes": [1000], "smoke_sizes": [5], "metrics": []},
 }
 SLOW_METRICS = [("slow.deliveries_per_s", "healthy deliveries/s", "{:,.0f}"),
@@ -1375,7 +1400,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--count", type=int, default=0, help="fanout: publishes per phase (0 = by --duration only)")
     p.add_argument("--modes", default="burst,steady", help="fanout phases: burst,steady")
     p.add_argument("--window", type=int, default=1, help="fanout burst: publishes awaiting their ack")
-    p.add_argument("--steady-deliveries", type=float, default=20000.0,
+    p.add_argument("--steady-deliveries", type=float, default=5000.0,
                    help="fanout steady: target deliveries/s (publish rate = this / N)")
     p.add_argument("--warmup-messages", type=int, default=20)
     p.add_argument("--warmup", type=float, default=1.0, help="ack: warm-up seconds before the window")
@@ -1387,6 +1412,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--slow-payload", type=int, default=1024)
     p.add_argument("--slow-duration", type=float, default=10.0)
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--max-foreign", type=float, default=0.25,
+                   help="rerun a run during which other processes used more than this many cores of our two")
+    p.add_argument("--quiet-wait", type=float, default=120.0,
+                   help="before each run, wait up to this long for other processes to leave our cores idle")
+    p.add_argument("--max-retries", type=int, default=6, help="reruns allowed in one invocation (--max-foreign)")
     args = p.parse_args(argv)
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     for s in args.servers:
@@ -1447,19 +1477,40 @@ def main(argv: list[str] | None = None) -> int:
 
     tqdm.monitor_interval = 0  # no monitor thread: we fork client processes
     runs: list[dict[str, Any]] = []
+    discarded: list[dict[str, Any]] = []
     failures: list[str] = []
     started = time.time()
-    bar = tqdm(plan, desc=args.workload, unit="run", dynamic_ncols=True)
-    for server, n, slow in bar:
+    bar = tqdm(total=len(plan), desc=args.workload, unit="run", dynamic_ncols=True)
+    retries_left = args.max_retries
+    queue = list(plan)
+    while queue:
+        server, n, slow = queue.pop(0)
+        requeued = False
         bar.set_postfix_str(f"{server} n={n}{' slow' if slow else ''}")
         check = Check(args.smoke)
         spec = SERVERS[server]
+        if not args.smoke and args.quiet_wait > 0:
+            busy = wait_quiet(args.max_foreign, args.quiet_wait)
+            if busy > args.max_foreign:
+                tqdm.write(f"the machine is busy ({busy:.2f} cores) after waiting {args.quiet_wait:.0f}s; going on")
         try:
             if args.workload == "fanout":
                 r = run_fanout(spec, n, args, check, slow=slow)
             else:
                 r = wl["run"](spec, n, args, check)
             r["check_failures"] = check.failures
+            foreign = max((v for v in (get(r, "foreign_cpu"), get(r, "burst.foreign_cpu"), get(r, "steady.foreign_cpu"),
+                                       get(r, "slow.foreign_cpu")) if v is not None), default=0.0)
+            r["foreign_cpu_max"] = foreign
+            if not args.smoke and foreign > args.max_foreign and retries_left > 0:
+                retries_left -= 1
+                tqdm.write(f"{server} n={n}: {foreign:.2f} cores used by other processes during the run; "
+                           f"running it again ({retries_left} retries left)")
+                queue.insert(0, (server, n, slow))
+                requeued = True
+                r["discarded"] = True
+                discarded.append(r)
+                continue
             runs.append(r)
             check.raise_if_failed(f"{server} n={n}{' slow' if slow else ''}")
             if check.failures:
@@ -1475,6 +1526,8 @@ def main(argv: list[str] | None = None) -> int:
                 break
         finally:
             _stop_all_servers()
+            if not requeued:
+                bar.update(1)
     bar.close()
     summary = summarize(runs, metrics)
     table = print_table(f"{args.workload}{' (smoke)' if args.smoke else ''}", summary, metrics, servers)
@@ -1484,7 +1537,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"workload": args.workload, "smoke": args.smoke, "started": started, "seconds": time.time() - started,
               "argv": sys.argv[1:] if argv is None else argv, "config": {k: v for k, v in vars(args).items()},
               "env": versions(), "uvicorn_args": UVICORN_ARGS, "summary": summary, "table": table,
-              "failures": failures, "runs": runs}
+              "failures": failures, "runs": runs, "discarded_runs": discarded}
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str))
     if not args.no_plot and not args.smoke and runs:
         plot(args.workload, summary, metrics, servers, stem.with_suffix(".png"))

@@ -1,0 +1,44 @@
+"""Smoke test of the benchmark harness: tiny sizes, correctness only (every connection opened and kept, every
+message delivered in order, every ack answered), never timings.
+
+Runs each workload's --smoke mode against raw Starlette, python-socketio, the rt.v1 protocol mock, Node socket.io
+when benchmarks/node/node_modules is installed (`npm ci` in benchmarks/node), and ours once servers/ours.py is no
+longer marked as a stub.
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("picows", reason="benchmark client needs picows: pip install -r benchmarks/requirements.txt")
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+
+
+def _servers() -> list[str]:
+    servers = ["raw", "socketio", "rtmock"]
+    if shutil.which("node") and (BENCH / "node" / "node_modules" / "socket.io").is_dir():
+        servers.append("node")
+    if "STUB" not in (BENCH / "servers" / "ours.py").read_text():
+        try:
+            mod = importlib.import_module("starlette_realtime")
+            if all(hasattr(mod, n) for n in ("RealtimeRouter", "RealtimeEndpoint", "on_event", "Connection")):
+                servers.append("ours")
+        except ImportError:
+            pass
+    return servers
+
+
+@pytest.mark.parametrize("workload", ["capacity", "fanout", "ack"])
+def test_smoke(workload: str) -> None:
+    cmd = [sys.executable, "-m", "benchmarks.harness", workload, "--smoke", "--servers", ",".join(_servers())]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+
