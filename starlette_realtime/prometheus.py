@@ -61,7 +61,6 @@ KNOWN_REASONS: frozenset[str] = frozenset({
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class MetricsSample(msgspec.Struct, frozen=True):
@@ -356,7 +355,30 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
-def metrics_app(metrics: PrometheusMetrics, *, disable_compression: bool = False) -> ASGIApp:
+class MetricsApp:
+    """The ASGI app of :func:`metrics_app` (a class, so that Starlette's ``Route`` treats it as an app)."""
+
+    def __init__(self, registry: CollectorRegistry, *, disable_compression: bool = False) -> None:
+        self.registry = registry
+        self._inner = make_asgi_app(registry, disable_compression=disable_compression)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": status.WS_1008_POLICY_VIOLATION})
+            return
+        if scope.get("method") not in ("GET", "HEAD"):
+            headers = [(b"allow", b"GET, HEAD"), (b"content-type", b"text/plain; charset=utf-8")]
+            await send({"type": "http.response.start", "status": 405, "headers": headers})
+            await send({"type": "http.response.body", "body": b"method not allowed\n"})
+            return
+        await self._inner(scope, receive, send)
+
+    def __repr__(self) -> str:
+        return f"MetricsApp(multiprocess={multiprocess_dir() is not None})"
+
+
+def metrics_app(metrics: PrometheusMetrics, *, disable_compression: bool = False) -> MetricsApp:
     """A mountable ASGI app answering ``GET`` with the metrics in the Prometheus text format.
 
     With ``PROMETHEUS_MULTIPROC_DIR`` set, it serves the values of every worker
@@ -370,36 +392,21 @@ def metrics_app(metrics: PrometheusMetrics, *, disable_compression: bool = False
         disable_compression: never gzip the answer, even when the scraper asks for it.
 
     Returns:
-        An ASGI application (``app.mount("/metrics", metrics_app(metrics))``).
+        An ASGI application: ``Route("/metrics", metrics_app(metrics))``, or
+        ``app.mount("/metrics", ...)`` (scraped at ``/metrics/``).
     """
     registry: CollectorRegistry = metrics.registry
     if multiprocess_dir() is not None:
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    inner = make_asgi_app(registry, disable_compression=disable_compression)
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            if scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": status.WS_1008_POLICY_VIOLATION})
-            return
-        if scope.get("method") not in ("GET", "HEAD"):
-            await send({
-                "type": "http.response.start",
-                "status": 405,
-                "headers": [(b"allow", b"GET, HEAD"), (b"content-type", b"text/plain; charset=utf-8")],
-            })
-            await send({"type": "http.response.body", "body": b"method not allowed\n"})
-            return
-        await inner(scope, receive, send)
-
-    return app
+    return MetricsApp(registry, disable_compression=disable_compression)
 
 
 __all__ = [
     "HANDLER_BUCKETS",
     "KNOWN_REASONS",
     "LAG_BUCKETS",
+    "MetricsApp",
     "MetricsSample",
     "PrometheusMetrics",
     "code_label",
