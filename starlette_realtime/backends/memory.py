@@ -107,8 +107,10 @@ class MemoryBackend:
         stream = self._streams.get((ns, room))
         if stream is None:
             # Nothing retained: the stream was idle for longer than the window, so a
-            # client that disconnected within the window missed nothing.
-            return HistoryReply(True, (), None)
+            # client that disconnected within the window missed nothing -- provided
+            # the position comes from this backend's epoch (else the history was lost).
+            recovered = position is None or position.epoch.startswith(self._epoch + ".")
+            return HistoryReply(recovered, (), None)
         current = Position(stream.epoch, stream.offset)
         horizon = self._clock() - self.history_ttl
         items = [pub for ts, pub in stream.items if ts > horizon]

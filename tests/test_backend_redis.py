@@ -1,0 +1,280 @@
+"""The Redis backend against a real redis-server that is killed, stopped and restarted.
+
+Detection times asserted here are the documented ones (docs/deployment.md):
+a stopped Redis is noticed within ``link_timeout`` + one heartbeat, and the
+link is back within about a second of Redis answering again.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import anyio
+import pytest
+import redis as sync_redis
+from conftest import free_port
+from procs import RedisServer
+
+from starlette_realtime import BackendUnavailable, Emitter
+from starlette_realtime.backends import backend_from_url
+from starlette_realtime.backends.base import Publication
+from starlette_realtime.backends.redis import RedisBackend
+from starlette_realtime.cluster import ControlReply, ControlRequest
+
+pytestmark = [pytest.mark.anyio, pytest.mark.redis]
+
+NS = "/chat"
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    with RedisServer() as srv:
+        yield srv
+
+
+def pub(room: str, i: int) -> Publication:
+    return Publication(NS, room, "said", b'{"i":%d}' % i)
+
+
+class Node:
+    def __init__(self, backend: RedisBackend) -> None:
+        self.backend = backend
+        self.got: list[Publication] = []
+
+    def offsets(self, room: str) -> list[int]:
+        return [p.offset for p in self.got if p.room == room and p.event != "$resync"]
+
+    def events(self, room: str) -> list[str]:
+        return [p.event for p in self.got if p.room == room]
+
+
+@pytest.fixture
+async def nodes(server: RedisServer) -> AsyncIterator[Any]:
+    started: list[Node] = []
+    prefix = "t" + secrets.token_hex(3)
+
+    async def make(*, control: bool = True, **options: Any) -> Node:
+        options.setdefault("heartbeat_interval", 0.5)
+        options.setdefault("link_timeout", 1.5)
+        options.setdefault("command_timeout", 0.5)
+        options.setdefault("reconnect_max_delay", 0.5)
+        backend = RedisBackend(server.url, prefix=prefix, **options)
+        node = Node(backend)
+        if control:
+            async def answer(req: ControlRequest) -> ControlReply:
+                return ControlReply(backend.node_id, True, [backend.node_id])
+
+            backend.on_control(answer)
+        with anyio.fail_after(10):
+            await backend.start(node.got.append)
+        started.append(node)
+        return node
+
+    yield make
+    for node in started:
+        with anyio.fail_after(10):
+            await node.backend.stop()
+
+
+async def wait(predicate: Any, timeout: float, what: str) -> float:
+    start = time.monotonic()
+    with anyio.fail_after(timeout):
+        while not predicate():
+            await anyio.sleep(0.02)
+    return time.monotonic() - start
+
+
+async def test_url_and_client_forms(server: RedisServer) -> None:
+    be = backend_from_url(server.url + "?history_size=50&prefix=x")
+    assert isinstance(be, RedisBackend) and be.history_size == 50 and be.prefix == "x"
+    client = sync_redis.asyncio.Redis(port=server.port)
+    try:
+        own = RedisBackend(client, prefix="own")
+        with anyio.fail_after(5):
+            await own.start(lambda p: None)
+            out = await own.publish(pub("r", 1))
+            await own.stop()
+        assert out.offset == 1
+        assert own.redis is client
+        with anyio.fail_after(5):
+            assert await client.ping()  # stop() leaves a client it did not make open
+    finally:
+        await client.aclose()
+    with pytest.raises(ValueError, match="decode"):
+        RedisBackend(sync_redis.asyncio.Redis(decode_responses=True))
+
+
+async def test_unreachable_at_startup_fails_fast_and_hides_the_password() -> None:
+    port = free_port()
+    be = RedisBackend(f"redis://:s3cret@127.0.0.1:{port}/0", connect_timeout=1.0)
+    start = time.monotonic()
+    with anyio.fail_after(5), pytest.raises(BackendUnavailable) as info:
+        await be.start(lambda p: None)
+    assert time.monotonic() - start < 2.0
+    assert f"127.0.0.1:{port}" in str(info.value) and "s3cret" not in str(info.value)
+    assert not be.healthy
+
+
+async def test_emitter_without_subscriptions_is_cheap(server: RedisServer, nodes: Any) -> None:
+    receiver = await nodes()
+    with anyio.fail_after(5):
+        await receiver.backend.subscribe(NS, "lobby")
+    probe = sync_redis.Redis(port=server.port)
+    before = int(probe.info("clients")["connected_clients"])
+    emitter = Emitter(RedisBackend(server.url, prefix=receiver.backend.prefix))
+    with anyio.fail_after(5):
+        await emitter.to("lobby").emit("said", {"text": "hi"}, namespace=NS)
+    assert emitter.backend.health()["link"] == "none"  # type: ignore[attr-defined]
+    assert int(probe.info("clients")["connected_clients"]) == before + 1  # one command connection, no pub/sub
+    await wait(lambda: receiver.got, 5, "the emit")
+    assert receiver.got[0].data == b'{"text":"hi"}' and receiver.got[0].offset == 1
+    with anyio.fail_after(5):
+        await emitter.aclose()
+    await wait(lambda: int(probe.info("clients")["connected_clients"]) == before, 5, "the emitter to disconnect")
+    assert probe.zrange(f"{receiver.backend.prefix}:nodes", 0, -1) == [receiver.backend.node_id.encode()]
+
+
+async def test_publish_fails_fast_while_redis_is_down(server: RedisServer, nodes: Any) -> None:
+    node = await nodes()
+    server.kill()
+    for _ in range(3):
+        start = time.monotonic()
+        with anyio.fail_after(5), pytest.raises(BackendUnavailable):
+            await node.backend.publish(pub("r", 1))
+        assert time.monotonic() - start < 0.7
+    await wait(lambda: not node.backend.healthy, 5, "link down")
+    server.start()
+    await wait(lambda: node.backend.healthy, 5, "link up")
+    with anyio.fail_after(5):
+        assert (await node.backend.publish(pub("r", 2))).offset == 1
+
+
+async def test_sigstop_is_detected_and_recovered(server: RedisServer, nodes: Any, caplog: Any) -> None:
+    caplog.set_level(logging.INFO, "starlette_realtime.backends.redis")
+    node = await nodes()
+    be = node.backend
+    server.pause()
+    try:
+        start = time.monotonic()
+        with anyio.fail_after(5), pytest.raises(BackendUnavailable):
+            await be.publish(pub("r", 1))  # a command times out instead of hanging
+        assert time.monotonic() - start < 1.0
+        await wait(lambda: not be.healthy, 5, "a stopped Redis to be noticed")
+        detected = time.monotonic() - start
+        assert be.health()["link"] == "down"
+        # At most link_timeout (1.5 s) + one heartbeat (0.5 s) + a watchdog tick.
+        assert detected <= 2.3, detected
+        with anyio.fail_after(1), pytest.raises(BackendUnavailable):
+            await be.publish(pub("r", 1))  # known down: fails at once
+    finally:
+        server.resume()
+    back = await wait(lambda: be.healthy, 5, "the link to come back")
+    assert back < 2.0
+    assert any(r.levelno == logging.ERROR and "link down" in r.getMessage() for r in caplog.records)
+    assert any(r.levelno == logging.WARNING and "up again" in r.getMessage() for r in caplog.records)
+
+
+async def test_lost_pubsub_connection_catches_up_from_the_stream(server: RedisServer, nodes: Any) -> None:
+    receiver = await nodes()
+    publisher = await nodes(control=False)  # no pub/sub link of its own
+    with anyio.fail_after(5):
+        await receiver.backend.subscribe(NS, "r")
+        for i in range(10):
+            await publisher.backend.publish(pub("r", i))
+    await wait(lambda: len(receiver.offsets("r")) == 10, 5, "the first 10")
+    probe = sync_redis.Redis(port=server.port)
+    probe.client_kill_filter(_type="pubsub")
+    with anyio.fail_after(5):
+        # Published while the receiver has no subscription: only the stream has them.
+        for i in range(10, 60):
+            await publisher.backend.publish(pub("r", i))
+    await wait(lambda: len(receiver.offsets("r")) >= 60, 10, "catch-up")
+    with anyio.fail_after(5):
+        for i in range(60, 70):
+            await publisher.backend.publish(pub("r", i))
+    await wait(lambda: len(receiver.offsets("r")) >= 70, 5, "live messages after catch-up")
+    await anyio.sleep(0.2)
+    assert receiver.offsets("r") == list(range(1, 71))
+    assert "$resync" not in receiver.events("r")
+    assert receiver.backend.health()["caught_up"] > 0
+    assert receiver.backend.health()["sessions"] == 2
+
+
+async def test_restart_without_data_sends_resync(server: RedisServer, nodes: Any) -> None:
+    node = await nodes()
+    with anyio.fail_after(5):
+        await node.backend.subscribe(NS, "r")
+        first = await node.backend.publish(pub("r", 1))
+    await wait(lambda: node.offsets("r") == [1], 5, "first message")
+    server.restart()
+    await wait(lambda: "$resync" in node.events("r"), 10, "$resync")
+    resync = next(p for p in node.got if p.event == "$resync")
+    assert resync.offset == 0 and resync.data == b'{"room":"r","epoch":null}'
+    await wait(lambda: node.backend.healthy, 5, "link up")
+    with anyio.fail_after(5):
+        again = await node.backend.publish(pub("r", 2))
+    assert again.offset == 1 and again.epoch.split(".")[0] != first.epoch.split(".")[0]
+    await wait(lambda: node.offsets("r")[-1:] == [1] and len(node.offsets("r")) == 2, 5, "new epoch delivered")
+
+
+async def test_cluster_queries_wait_for_live_nodes_only(server: RedisServer, nodes: Any) -> None:
+    a, b, c = await nodes(), await nodes(), await nodes()
+    req = ControlRequest("members", NS, room="r")
+    start = time.monotonic()
+    with anyio.fail_after(5):
+        replies = await a.backend.control(req, timeout=3)
+    assert time.monotonic() - start < 0.5  # every live node answered: no waiting for the timeout
+    assert sorted(r.items[0] for r in replies) == sorted(n.backend.node_id for n in (a, b, c))
+    with anyio.fail_after(5):
+        await c.backend.stop()
+        replies = await a.backend.control(req, timeout=3)
+    assert len(replies) == 2
+    # A registered node that never answers makes the request wait for the timeout.
+    probe = sync_redis.Redis(port=server.port)
+    probe.zadd(f"{a.backend.prefix}:nodes", {"ghost": time.time() * 1000 + 60_000})
+    start = time.monotonic()
+    with anyio.fail_after(5):
+        replies = await a.backend.control(req, timeout=0.5)
+    assert 0.45 < time.monotonic() - start < 1.5 and len(replies) == 2
+
+
+async def test_concurrent_subscribe_unsubscribe_converge(server: RedisServer, nodes: Any) -> None:
+    node = await nodes()
+    be = node.backend
+    probe = sync_redis.Redis(port=server.port)
+    channel = be.names.channel(NS, "busy")
+
+    async def flip(wanted: bool, delay: float) -> None:
+        await anyio.sleep(delay)
+        await (be.subscribe(NS, "busy") if wanted else be.unsubscribe(NS, "busy"))
+
+    for final in (True, False, True):
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                for i in range(40):
+                    tg.start_soon(flip, i % 2 == 0, (i % 7) * 0.001)
+                tg.start_soon(flip, final, 0.02)
+            await anyio.sleep(0.1)
+            await be.subscribe(NS, "probe")  # a barrier: the flusher has caught up
+        assert dict(probe.pubsub_numsub(channel))[channel] == (1 if final else 0)
+
+
+async def test_heartbeat_callbacks(nodes: Any) -> None:
+    node = await nodes()
+    calls: list[float] = []
+
+    async def tick() -> None:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise RuntimeError("a failing callback does not stop later runs")
+
+    node.backend.add_heartbeat_callback(tick)
+    await wait(lambda: len(calls) >= 3, 5, "three heartbeats")
+    node.backend.remove_heartbeat_callback(tick)
+    count = len(calls)
+    await anyio.sleep(1.0)
+    assert len(calls) <= count + 1
