@@ -135,7 +135,9 @@ export interface ClientEvents {
 export type Handler<T = any> = (data: T, meta: EventMeta) => unknown;
 
 export declare class RealtimeClient {
+  /** `url`: where the router is mounted, e.g. `ws://host/realtime`; a trailing slash is added to the path. */
   constructor(url: string, options?: RealtimeClientOptions);
+  /** The URL the client connects to, with the trailing slash. */
   readonly url: string;
   readonly options: Required<Omit<RealtimeClientOptions, "WebSocket" | "clock" | "onError">> & RealtimeClientOptions;
   readonly state: ConnectionState;
@@ -201,6 +203,9 @@ export declare class ConnectError extends RealtimeError {
   namespace: string;
   retryable: boolean;
 }
+
+/** Add a trailing slash to the URL's path (the router's mount point needs it): `ws://h/rt?q` -> `ws://h/rt/?q`. */
+export declare function withTrailingSlash(url: string): string;
 
 /** Whether to reconnect after a close with this code (docs/protocol.md, "Close codes"). */
 export declare function isRetryable(code: number | null | undefined): boolean;

@@ -17,6 +17,16 @@ const HELLO_DEFAULTS = { node: "", pingInterval: 25, pingTimeout: 20, maxMessage
 const TERMINAL_CLOSE = new Set([1000, 1002, 1003, 1007, 1008, 1009, 1010, 4501, 4503]);
 
 /**
+ * The router answers at its mount point with a trailing slash: a Starlette `Mount("/realtime")` refuses the
+ * handshake of `ws://host/realtime` (403) and takes `ws://host/realtime/`. Add the slash, as the Python client does.
+ * @param {string} url
+ */
+export function withTrailingSlash(url) {
+  const [, path, rest] = /^([^?#]*)(.*)$/s.exec(String(url));
+  return path.endsWith("/") ? String(url) : `${path}/${rest}`;
+}
+
+/**
  * Tell whether to reconnect after a close with `code` (the table in docs/protocol.md).
  * @param {number | null | undefined} code
  */
@@ -360,12 +370,13 @@ const DEFAULTS = {
 /** A real-time client: one WebSocket, several namespaces, reconnection, recovery, at-least-once emits. */
 export class RealtimeClient {
   /**
-   * @param {string} url where the server's RealtimeRouter is mounted, e.g. `ws://host/realtime`
+   * @param {string} url where the server's RealtimeRouter is mounted, e.g. `ws://host/realtime` (a trailing slash
+   *   is added to the path)
    * @param {object} [options] see `RealtimeClientOptions` in client.d.ts
    */
   constructor(url, options = {}) {
     const o = (this.options = { ...DEFAULTS, ...options });
-    this.url = url;
+    this.url = withTrailingSlash(url);
     this._WebSocket = o.WebSocket ?? globalThis.WebSocket;
     if (typeof this._WebSocket !== "function") throw new TypeError("no WebSocket available: pass options.WebSocket");
     this._codec = codecs[o.encoding];

@@ -1,0 +1,32 @@
+"""Run the chat demo: ``python -m starlette_realtime.demo [--host H] [--port P] [--backend URL]``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Sequence
+
+from ..server import run
+from .app import create_app
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse the command line and serve the demo until SIGINT/SIGTERM (then drain gracefully)."""
+    parser = argparse.ArgumentParser(prog="python -m starlette_realtime.demo", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    parser.add_argument("--backend", default="memory://", help="memory:// (default) or redis://host:6379/0")
+    parser.add_argument("--history", type=int, default=50, help="messages kept per room (default 50)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Nodes of one cluster (a redis:// backend) must share the key that signs tokens and sessions.
+    secret = os.environ.get("STARLETTE_REALTIME_DEMO_SECRET") or None
+    app, realtime = create_app(backend=args.backend, secret_key=secret, history=args.history)
+    print(f"starlette-realtime chat demo on http://{args.host}:{args.port}/ (backend {args.backend})", flush=True)
+    run(app, routers=[realtime], host=args.host, port=args.port, log_level=args.log_level)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+"""The chat demo: a Starlette app with a token endpoint, a ``/chat`` namespace and a static page.
+
+* ``POST /token`` with ``{"name": "ada"}`` answers ``{"token": ..., "user": "ada"}``: a
+  :class:`~starlette_realtime.auth.SignedTokenAuth` token the page sends with CONNECT.
+  Anyone may pick any free-form name: this is a demo, not a login.
+* ``/realtime`` is the :class:`~starlette_realtime.RealtimeRouter` (the page imports the
+  browser client from ``/realtime/client.js``).
+* ``/`` and ``/static/`` serve the page.
+
+The ``/chat`` namespace keeps the last ``history`` messages of each room in this process,
+so that a page that reconnects to a restarted server (whose memory backend lost every
+session) still shows what was said while it was away; a page whose session is recovered
+gets the missed messages replayed by the protocol instead.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import json
+import logging
+import re
+import secrets
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final, cast
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
+
+from ..auth import SignedTokenAuth
+from ..backends import Backend
+from ..connection import Connection
+from ..dispatch import on_event
+from ..endpoint import RealtimeEndpoint
+from ..exceptions import HandlerError
+from ..routing import RealtimeRouter, user_key
+from .roster import Roster
+
+logger = logging.getLogger(__name__)
+
+STATIC: Final = Path(__file__).with_name("static")
+NAME: Final = re.compile(r"^[^\x00-\x1f\x7f<>&\"']{1,24}$")
+ROOM: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+MAX_TEXT: Final = 2000
+# The page's own files may load; nothing else, and no inline script.
+CSP: Final = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+class Say(msgspec.Struct, forbid_unknown_fields=True):
+    """A message a user sends to a room."""
+
+    room: str
+    text: str
+
+
+class Typing(msgspec.Struct, forbid_unknown_fields=True):
+    """A typing notice (sent volatile: a lost one does not matter)."""
+
+    room: str
+    typing: bool = True
+
+
+class Message(msgspec.Struct):
+    """A chat message as the server stamped it."""
+
+    id: str
+    room: str
+    user: str
+    text: str
+    ts: float
+
+
+class Joined(msgspec.Struct):
+    """What ``join`` answers: the room's recent messages and who is online in it."""
+
+    room: str
+    history: list[Message]
+    members: list[str]
+
+
+class History:
+    """The last ``size`` messages of each room, for at most ``max_rooms`` rooms (least recently used go).
+
+    Args:
+        size: messages kept per room.
+        max_rooms: rooms kept.
+    """
+
+    def __init__(self, *, size: int = 50, max_rooms: int = 1000) -> None:
+        self.size = size
+        self.max_rooms = max_rooms
+        self._rooms: collections.OrderedDict[str, collections.deque[Message]] = collections.OrderedDict()
+
+    def add(self, message: Message) -> None:
+        """Append a message to its room's history."""
+        room = self._rooms.get(message.room)
+        if room is None:
+            room = self._rooms[message.room] = collections.deque(maxlen=self.size)
+            while len(self._rooms) > self.max_rooms:
+                self._rooms.popitem(last=False)
+        else:
+            self._rooms.move_to_end(message.room)
+        room.append(message)
+
+    def get(self, room: str) -> list[Message]:
+        """The room's messages, oldest first."""
+        return list(self._rooms.get(room, ()))
+
+    def __repr__(self) -> str:
+        return f"History(size={self.size}, rooms={len(self._rooms)})"
+
+
+def check_room(room: str) -> str:
+    """Return the room name, or raise ``HandlerError("bad_room")`` for one the demo does not allow."""
+    if not ROOM.match(room):
+        raise HandlerError("bad_room", "room names are 1-32 characters of a-z, 0-9, - and _")
+    return room
+
+
+class ChatEndpoint(RealtimeEndpoint):
+    """The ``/chat`` namespace: rooms, messages with history, typing notices and presence.
+
+    Args:
+        tokens: checks the ``{"token"}`` every client sends with CONNECT.
+        history: where the recent messages of each room are kept.
+    """
+
+    namespace = "/chat"
+
+    def __init__(self, *, tokens: SignedTokenAuth, history: History) -> None:
+        super().__init__()
+        self.tokens = tokens
+        self.history = history
+        self.roster = Roster()
+        self._boot = secrets.token_hex(3)  # message ids stay unique across restarts of the demo
+        self._seq = itertools.count(1)
+
+    async def authenticate(self, conn: Connection) -> Any:
+        """Check the signed token of the CONNECT payload."""
+        return await self.tokens.authenticate(conn)
+
+    async def on_join(self, conn: Connection, room: str) -> None:
+        """Announce the user in the room when this is its first connection there."""
+        user = _user(conn)
+        if self.roster.add(room, user, conn.sid):
+            await self.to(room).emit("$presence", {"room": room, "user": user, "status": "online", "meta": None})
+
+    async def on_leave(self, conn: Connection, room: str) -> None:
+        """Announce that the user left when its last connection in the room is gone."""
+        user = _user(conn)
+        if self.roster.discard(room, user, conn.sid):
+            await self.to(room).emit("$presence", {"room": room, "user": user, "status": "offline", "meta": None})
+
+    @on_event("join")
+    async def join(self, conn: Connection, room: str) -> Joined:
+        """Join a room; answer its recent messages and its members."""
+        await conn.join(check_room(room))
+        return Joined(room, self.history.get(room), self.roster.members(room))
+
+    @on_event("leave")
+    async def leave(self, conn: Connection, room: str) -> None:
+        """Leave a room."""
+        await conn.leave(room)
+
+    @on_event("members")
+    async def members(self, conn: Connection, room: str) -> list[str]:
+        """Who is online in a room."""
+        return self.roster.members(check_room(room))
+
+    @on_event("say", rate=5, burst=20)
+    async def say(self, conn: Connection, msg: Say) -> Message:
+        """Post a message to a room (joining it first), keep it in the history and answer it."""
+        text = msg.text.strip()
+        if not text or len(text) > MAX_TEXT:
+            raise HandlerError("bad_text", f"a message has 1 to {MAX_TEXT} characters")
+        # A message queued offline is resent before the page re-joins its rooms: join on its behalf.
+        await conn.join(check_room(msg.room))
+        message = Message(f"{self._boot}-{next(self._seq)}", msg.room, _user(conn), text, time.time())
+        self.history.add(message)
+        await self.to(msg.room).emit("message", message)
+        return message
+
+    @on_event("typing", rate=5, burst=10)
+    async def typing(self, conn: Connection, notice: Typing) -> None:
+        """Tell the others in the room that this user is (or stopped) typing; never kept."""
+        if notice.room in conn.rooms:
+            data = {"room": notice.room, "user": _user(conn), "typing": notice.typing}
+            await conn.to(notice.room).emit("typing", data, volatile=True)
+
+
+def _user(conn: Connection) -> str:
+    return user_key(conn.user) or conn.sid
+
+
+async def _index(request: Request) -> Response:
+    return FileResponse(STATIC / "index.html", headers={"content-security-policy": CSP, "cache-control": "no-cache"})
+
+
+def _token_view(tokens: SignedTokenAuth) -> Any:
+    async def token(request: Request) -> Response:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return JSONResponse({"error": "send JSON: {\"name\": \"...\"}"}, status_code=400)
+        name = body.get("name") if isinstance(body, dict) else None
+        name = name.strip() if isinstance(name, str) else ""
+        if not NAME.match(name):
+            return JSONResponse({"error": "a name has 1 to 24 characters, without <>&\"'"}, status_code=422)
+        return JSONResponse({"token": tokens.issue(name), "user": name}, headers={"cache-control": "no-store"})
+
+    return token
+
+
+def create_app(
+    *,
+    backend: str | Backend = "memory://",
+    secret_key: str | bytes | Sequence[str | bytes] | None = None,
+    history: int = 50,
+    token_max_age: float = 12 * 3600,
+    **router_options: Any,
+) -> tuple[Starlette, RealtimeRouter]:
+    """Build the demo app and its realtime router.
+
+    Args:
+        backend: the router's backend (``memory://`` or ``redis://...``).
+        secret_key: signs the tokens and the recovery sessions; every node of a cluster
+            needs the same one.  Random by default (then a restart logs every page in again,
+            which the page does by itself).
+        history: messages kept per room.
+        token_max_age: seconds a token is valid (the page fetches a fresh one on every connect).
+        **router_options: other :class:`~starlette_realtime.RealtimeRouter` options
+            (``ping_interval``, ``recovery_window``...).
+
+    Returns:
+        The Starlette app and the router mounted at ``/realtime`` (pass it to
+        :func:`starlette_realtime.server.run` for a graceful shutdown).
+    """
+    key = secret_key if secret_key is not None else secrets.token_bytes(32)
+    tokens = SignedTokenAuth(key, max_age=token_max_age)
+    chat = ChatEndpoint(tokens=tokens, history=History(size=history))
+    realtime = RealtimeRouter([chat], backend=backend, secret_key=key, **router_options)
+    app = Starlette(
+        routes=[
+            Route("/", _index),
+            Route("/token", _token_view(tokens), methods=["POST"]),
+            # RealtimeRouter.__call__ takes a dict scope where Starlette types a MutableMapping.
+            Mount("/realtime", cast(ASGIApp, realtime)),
+            Mount("/static", StaticFiles(directory=STATIC)),
+        ],
+        lifespan=realtime.lifespan,
+    )
+    return app, realtime
+
+
+__all__ = ["ChatEndpoint", "History", "Joined", "Message", "Say", "Typing", "create_app"]

@@ -1,0 +1,338 @@
+// The chat demo page: a plain ES module on the browser client that the RealtimeRouter serves itself.
+import { RealtimeClient } from "../realtime/client.js";
+
+const NS = "/chat";
+const TYPING_EVERY = 2000; // ms between two typing notices while the user types
+const TYPING_SHOWN = 4000; // ms a typing notice stays on screen
+const KEEP = 200; // messages kept per room in the page
+const STATES = { connecting: "Connecting…", connected: "Connected", reconnecting: "Reconnecting…", offline: "Offline", closed: "Disconnected" };
+
+const $ = (id) => document.getElementById(id);
+function el(tag, props = {}, ...children) {
+  const node = Object.assign(document.createElement(tag), props);
+  node.append(...children);
+  return node;
+}
+
+/** Everything the page knows; `window.demo` for the console (and the browser tests). */
+const demo = { client: null, user: null, current: null, rooms: new Map(), state: "closed", info: {}, seq: 0 };
+window.demo = demo;
+
+function room(name) {
+  let r = demo.rooms.get(name);
+  if (!r) {
+    r = { name, messages: new Map(), pending: new Map(), members: new Set(), typing: new Map(), unread: 0 };
+    demo.rooms.set(name, r);
+  }
+  return r;
+}
+
+// ------------------------------------------------------------------------------------------------ login
+
+async function fetchToken(name) {
+  const res = await fetch(new URL("token", document.baseURI), {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ name }),
+  });
+  const body = await res.json().catch(() => ({}));
+  if (!res.ok) throw new Error(body.error || `the server answered ${res.status}`);
+  return body;
+}
+
+$("login-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const error = $("login-error");
+  error.hidden = true;
+  try {
+    const { token, user } = await fetchToken($("name").value);
+    sessionStorage.setItem("demo.name", user);
+    start(user, token);
+  } catch (err) {
+    error.textContent = err.message;
+    error.hidden = false;
+  }
+});
+
+// ------------------------------------------------------------------------------------------------ connection
+
+function start(user, firstToken) {
+  demo.user = user;
+  $("login").hidden = true;
+  $("chat").hidden = false;
+  $("me").hidden = false;
+  $("me").replaceChildren("Signed in as ", el("b", { textContent: user }));
+  const url = new URL("realtime", document.baseURI);
+  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  let token = firstToken;
+  const client = (demo.client = new RealtimeClient(url.href, {
+    namespaces: [NS],
+    // Asked on every connect: tokens expire, and a restarted demo signs with a new key.
+    auth: async () => {
+      const fresh = token ?? (await fetchToken(user)).token;
+      token = null;
+      return { token: fresh };
+    },
+    reconnectionDelay: 500,
+    reconnectionDelayMax: 5000,
+    onError: (err) => console.warn("realtime:", err),
+  }));
+  client.onState((state, info) => {
+    demo.state = state;
+    demo.info = info;
+    renderStatus();
+  });
+  client.on("connect", onConnect);
+  client.on("recovery_failed", () => notice("The server did not know this session any more (a restart?): reloaded the rooms."));
+  client.on("message", (msg) => addMessage(msg, "live"));
+  client.on("typing", onTyping);
+  client.on("$presence", onPresence);
+  client.on("$resync", ({ room: name }) => demo.rooms.has(name) && rejoin(name));
+  const saved = JSON.parse(sessionStorage.getItem("demo.rooms") || "[]");
+  for (const name of saved.length ? saved : ["lobby"]) room(name);
+  select(demo.rooms.keys().next().value);
+  client.connect().catch(() => {}); // a terminal failure shows up as the "closed" state
+}
+
+// Recovered: the server restored the rooms and replayed what was missed; only refresh who is online.
+// Not recovered (first connect, or the server lost the session): join every room again and load its history.
+function onConnect({ recovered }) {
+  for (const name of demo.rooms.keys()) {
+    if (recovered) refreshMembers(name);
+    else rejoin(name);
+  }
+}
+
+async function rejoin(name) {
+  try {
+    const joined = await demo.client.call("join", name);
+    if (!demo.rooms.has(name)) return;
+    for (const msg of joined.history) addMessage(msg, "history");
+    room(name).members = new Set(joined.members);
+    renderMembers();
+  } catch (err) {
+    notice(`Could not join #${name}: ${err.message}`);
+    if (err.code === "bad_room" || err.code === "forbidden") leaveRoom(name);
+  }
+}
+
+async function refreshMembers(name) {
+  try {
+    const members = await demo.client.call("members", name);
+    if (demo.rooms.has(name)) room(name).members = new Set(members);
+    renderMembers();
+  } catch (err) {
+    console.warn("members:", err);
+  }
+}
+
+/** Close the socket as a network failure would, to watch the page recover its session. */
+demo.dropConnection = () => demo.client?._ws?.close(4000, "dropped on purpose");
+
+// ------------------------------------------------------------------------------------------------ rooms
+
+function saveRooms() {
+  sessionStorage.setItem("demo.rooms", JSON.stringify([...demo.rooms.keys()]));
+}
+
+function select(name) {
+  demo.current = name;
+  room(name).unread = 0;
+  $("room-title").textContent = name;
+  saveRooms();
+  renderRooms();
+  renderMessages();
+  renderMembers();
+  renderTyping();
+}
+
+function joinRoom(name) {
+  const isNew = !demo.rooms.has(name);
+  room(name);
+  select(name);
+  if (isNew && demo.client.state === "connected") rejoin(name); // otherwise the next "connect" joins it
+}
+
+function leaveRoom(name) {
+  if (!demo.rooms.delete(name)) return;
+  demo.client.emit("leave", name);
+  if (!demo.rooms.size) room("lobby");
+  if (demo.current === name || !demo.rooms.has(demo.current)) select(demo.rooms.keys().next().value);
+  else (saveRooms(), renderRooms());
+}
+
+$("join-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const name = $("room-name").value.trim().toLowerCase();
+  if (!name) return;
+  $("room-name").value = "";
+  joinRoom(name);
+});
+
+// ------------------------------------------------------------------------------------------------ messages
+
+function addMessage(msg, source) {
+  if (!demo.rooms.has(msg.room)) return;
+  const r = room(msg.room);
+  if (r.messages.has(msg.id)) return; // live and in the history, or replayed and acknowledged
+  r.messages.set(msg.id, { ...msg, source });
+  if (msg.user === demo.user) { // our own message, back through the room before its ACK: not pending any more
+    const local = [...r.pending.values()].find((m) => m.text === msg.text && !m.failed);
+    if (local) (r.pending.delete(local.id), renderStatus());
+  }
+  if (r.messages.size > KEEP) r.messages.delete(r.messages.keys().next().value);
+  stopTyping(r, msg.user);
+  if (msg.room === demo.current) renderMessages();
+  else if (source === "live") (r.unread++, renderRooms());
+}
+
+function send(text) {
+  const r = room(demo.current);
+  const local = { id: `local-${++demo.seq}`, room: r.name, user: demo.user, text, ts: Date.now() / 1000 };
+  r.pending.set(local.id, local);
+  renderMessages();
+  renderStatus();
+  // Queued while offline and resent after a reconnect until the server acknowledges it.
+  demo.client.call("say", { room: r.name, text }).then(
+    (msg) => (r.pending.delete(local.id), addMessage(msg, "sent")),
+    (err) => {
+      if (err.code === "duplicate") r.pending.delete(local.id); // handled already: it arrives as a message
+      else local.failed = err.message;
+      renderMessages();
+    },
+  ).finally(renderStatus);
+  typingSent = 0;
+  demo.client.emit("typing", { room: r.name, typing: false }, { volatile: true });
+}
+
+$("composer").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = $("text").value.trim();
+  if (!text) return;
+  $("text").value = "";
+  send(text);
+});
+
+// ------------------------------------------------------------------------------------------------ typing and presence
+
+let typingSent = 0;
+$("text").addEventListener("input", () => {
+  const now = Date.now();
+  if (!$("text").value || now - typingSent < TYPING_EVERY) return;
+  typingSent = now;
+  demo.client.emit("typing", { room: demo.current, typing: true }, { volatile: true }); // dropped when offline
+});
+
+function onTyping({ room: name, user, typing }) {
+  if (!demo.rooms.has(name) || user === demo.user) return;
+  const r = room(name);
+  stopTyping(r, user);
+  if (typing) r.typing.set(user, setTimeout(() => stopTyping(r, user), TYPING_SHOWN));
+  if (name === demo.current) renderTyping();
+}
+
+function stopTyping(r, user) {
+  if (!r.typing.has(user)) return;
+  clearTimeout(r.typing.get(user));
+  r.typing.delete(user);
+  if (r.name === demo.current) renderTyping();
+}
+
+function onPresence({ room: name, user, status }) {
+  if (!demo.rooms.has(name)) return;
+  const members = room(name).members;
+  if (status === "online") members.add(user);
+  else members.delete(user);
+  if (name === demo.current) renderMembers();
+}
+
+// ------------------------------------------------------------------------------------------------ rendering
+
+function pendingCount() {
+  let n = 0;
+  for (const r of demo.rooms.values()) for (const m of r.pending.values()) if (!m.failed) n++;
+  return n;
+}
+
+function renderStatus() {
+  const { state, info } = demo;
+  const queued = pendingCount();
+  const node = $("status");
+  node.dataset.state = state;
+  node.dataset.queued = String(queued);
+  let label = STATES[state] ?? state;
+  if (state === "offline" && info.delay != null) label += ` — retrying in ${Math.max(1, Math.round(info.delay / 1000))} s`;
+  if (state === "closed" && info.error) label += `: ${info.error.message}`;
+  if (queued) label += ` · ${queued} message${queued === 1 ? "" : "s"} queued`;
+  node.querySelector(".label").textContent = label;
+}
+
+function renderRooms() {
+  const items = [...demo.rooms.values()].map((r) => {
+    const li = el("li", { className: r.name === demo.current ? "current" : "" }, el("span", { className: "name", textContent: r.name }));
+    li.dataset.room = r.name;
+    if (r.unread) li.append(el("span", { className: "unread", textContent: String(r.unread) }));
+    if (demo.rooms.size > 1) {
+      const leave = el("button", { className: "leave", type: "button", textContent: "×", title: `Leave #${r.name}` });
+      leave.addEventListener("click", (event) => (event.stopPropagation(), leaveRoom(r.name)));
+      li.append(leave);
+    }
+    li.addEventListener("click", () => select(r.name));
+    return li;
+  });
+  $("rooms").replaceChildren(...items);
+}
+
+function messageItem(m, pending) {
+  const classes = ["msg", m.user === demo.user ? "mine" : "", pending ? (m.failed ? "failed" : "pending") : ""];
+  const li = el("li", { className: classes.join(" ").trim(), title: m.failed ?? "" },
+    el("span", { className: "who", textContent: m.user }),
+    el("span", { className: "text", textContent: m.text }),
+    el("time", { textContent: new Date(m.ts * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) }));
+  Object.assign(li.dataset, { id: m.id, user: m.user, source: pending ? "pending" : m.source });
+  return li;
+}
+
+function renderMessages() {
+  const r = room(demo.current);
+  const list = $("messages");
+  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 60;
+  const sent = [...r.messages.values()].sort((a, b) => a.ts - b.ts);
+  list.replaceChildren(...sent.map((m) => messageItem(m, false)), ...[...r.pending.values()].map((m) => messageItem(m, true)));
+  if (atBottom) list.scrollTop = list.scrollHeight;
+}
+
+function renderMembers() {
+  const members = [...room(demo.current).members].sort();
+  $("member-count").textContent = `(${members.length})`;
+  $("members").replaceChildren(...members.map((user) => {
+    const li = el("li", { className: user === demo.user ? "me" : "", textContent: user });
+    li.dataset.user = user;
+    return li;
+  }));
+}
+
+function renderTyping() {
+  const users = [...room(demo.current).typing.keys()].sort();
+  let text = "";
+  if (users.length === 1) text = `${users[0]} is typing…`;
+  else if (users.length === 2) text = `${users[0]} and ${users[1]} are typing…`;
+  else if (users.length > 2) text = `${users.length} people are typing…`;
+  $("typing").textContent = text;
+}
+
+let noticeTimer = null;
+function notice(text) {
+  const node = $("notice");
+  node.textContent = text;
+  node.hidden = false;
+  clearTimeout(noticeTimer);
+  noticeTimer = setTimeout(() => (node.hidden = true), 8000);
+}
+
+// ------------------------------------------------------------------------------------------------ start
+
+const remembered = sessionStorage.getItem("demo.name");
+if (remembered) {
+  fetchToken(remembered).then(({ token, user }) => start(user, token), () => sessionStorage.removeItem("demo.name"));
+}

@@ -1,0 +1,252 @@
+"""The browser client and the chat demo in a real headless Chromium (Debian's, driven by Playwright).
+
+The demo app runs in a uvicorn subprocess (``demo_app:app``) on a fixed port, so that a test
+can stop, freeze or restart it; Python clients (``starlette_realtime.client``) talk to the
+same server.  Chromium's network emulation (``context.set_offline``) keeps a page from
+reconnecting while a test arranges what happens in its absence.
+
+Set ``DEMO_SCREENSHOT=docs/img/demo.png`` to save the screenshot of the docs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from procs import Node
+
+from starlette_realtime.client import RealtimeClient
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run", "--disable-sync"]
+TIMEOUT = 15_000  # ms, for every Playwright wait
+ROOT = Path(__file__).resolve().parent.parent
+# One's own message shows as "live" (back through the room) or "sent" (its ACK came first), never stays "pending".
+SENT = re.compile("^(live|sent)$")
+
+async_api = pytest.importorskip("playwright.async_api")
+expect = async_api.expect
+expect.set_options(timeout=TIMEOUT)
+
+
+@pytest.fixture(autouse=True)
+def _chromium() -> None:
+    if not os.path.exists(CHROMIUM):
+        message = f"{CHROMIUM} is missing: apt-get install -y chromium"
+        if os.environ.get("CI"):
+            pytest.fail(message)  # CI installs it: a missing browser there is a broken setup, not a skip
+        pytest.skip(message)
+
+
+@contextlib.contextmanager
+def demo_server(**env: str) -> Iterator[Node]:
+    node = Node("demo_app:app", env=env).start()
+    try:
+        yield node
+    finally:
+        if node.proc is not None and node.proc.poll() is None:
+            node.proc.send_signal(signal.SIGCONT)  # in case a test froze it
+        node.kill()
+
+
+@contextlib.asynccontextmanager
+async def chromium() -> AsyncIterator[Any]:
+    async with async_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def open_chat(browser: Any, node: Node, name: str) -> Any:
+    """A page of its own (own storage) signed in as ``name`` and connected."""
+    context = await browser.new_context(viewport={"width": 1100, "height": 620})
+    page = await context.new_page()
+    page.set_default_timeout(TIMEOUT)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.errors = errors
+    await page.goto(node.http + "/")
+    await page.fill("#name", name)
+    await page.click("#login-form button")
+    await expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+    return page
+
+
+async def say(page: Any, text: str) -> None:
+    await page.fill("#text", text)
+    await page.press("#text", "Enter")
+
+
+async def python_client(node: Node, name: str, room: str, received: list[dict[str, Any]]) -> RealtimeClient:
+    async with httpx.AsyncClient() as http:
+        token = (await http.post(node.http + "/token", json={"name": name})).json()["token"]
+    client = RealtimeClient(node.url + "/realtime", namespaces=["/chat"], auth=token, reconnection_delay=0.2)
+    client.on("message", received.append, namespace="/chat")
+    await client.connect()
+    await client.call("join", room, namespace="/chat")
+    return client
+
+
+def message(page: Any, text: str) -> Any:
+    return page.locator("#messages .msg", has=page.locator(".text", has_text=text))
+
+
+async def test_two_pages_chat_with_presence_and_typing() -> None:
+    with anyio.fail_after(60), demo_server() as node:
+        async with chromium() as browser:
+            ada = await open_chat(browser, node, "ada")
+            grace = await open_chat(browser, node, "grace")
+            # Presence: each page lists both users, its own marked.
+            for page in (ada, grace):
+                await expect(page.locator("#members li")).to_have_text(["ada", "grace"])
+            await expect(ada.locator("#members li.me")).to_have_text("ada")
+
+            await say(ada, "Hi Grace! Is the build green?")
+            await expect(message(grace, "Is the build green?")).to_have_attribute("data-user", "ada")
+            await say(grace, "All green. Shipping it after lunch.")
+            await expect(message(ada, "Shipping it after lunch")).to_have_attribute("data-source", "live")
+            await expect(message(grace, "Shipping it after lunch")).to_have_class("msg mine")
+
+            # Typing notices are volatile emits, shown to the others only.
+            await grace.type("#text", "one more thing", delay=10)
+            await expect(ada.locator("#typing")).to_have_text("grace is typing…")
+            await expect(grace.locator("#typing")).to_have_text("")
+
+            # A second room: only its members see its messages.
+            for page in (ada, grace):
+                await page.fill("#room-name", "ops")
+                await page.press("#room-name", "Enter")
+                await expect(page.locator("#room-title")).to_have_text("ops")
+            await expect(ada.locator("#members li")).to_have_text(["ada", "grace"])
+            await say(ada, "Deploy window opens at 14:00")
+            await expect(message(grace, "Deploy window opens")).to_be_visible()
+            await expect(message(grace, "Is the build green?")).to_have_count(0)  # that was in #lobby
+
+            if os.environ.get("DEMO_SCREENSHOT"):
+                await ada.click('#rooms li[data-room="lobby"]')
+                await say(ada, "Great, thanks!")
+                await expect(message(ada, "Great, thanks!")).to_have_class("msg mine")
+                await grace.click('#rooms li[data-room="lobby"]')
+                await grace.type("#text", "See you", delay=10)
+                await expect(ada.locator("#typing")).to_have_text("grace is typing…")
+                await ada.screenshot(path=str(ROOT / os.environ["DEMO_SCREENSHOT"]))
+
+            # Closing a page takes its user offline for the other one.
+            await grace.context.close()
+            await expect(ada.locator("#members li")).to_have_text(["ada"])
+            assert ada.errors == []
+
+
+async def test_page_answers_heartbeats_and_detects_a_frozen_server() -> None:
+    with anyio.fail_after(60), demo_server(DEMO_PING_INTERVAL="0.5", DEMO_PING_TIMEOUT="0.5") as node:
+        async with chromium() as browser:
+            page = await open_chat(browser, node, "ada")
+            assert await page.evaluate("demo.client.server.pingInterval") == 0.5
+            await page.evaluate("() => { window.seen = []; demo.client.onState((s) => seen.push(s)); }")
+            # The server closes a silent client after 0.5 + 0.5 s: the page's PONGs keep it open.
+            await anyio.sleep(3)
+            assert await page.evaluate("seen") == []
+
+            assert node.proc is not None
+            node.proc.send_signal(signal.SIGSTOP)
+            try:
+                # Nothing arrives from the frozen server: the page gives up on it (offline, then reconnecting).
+                await page.wait_for_function("() => seen.includes('offline')")
+                await expect(page.locator("#status")).to_have_attribute("data-state", re.compile("offline|reconnecting"))
+            finally:
+                node.proc.send_signal(signal.SIGCONT)
+            await expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+            assert await page.evaluate("seen") == ["offline", "reconnecting", "connected"]
+            assert page.errors == []
+
+
+async def test_dropped_page_recovers_missed_messages_and_sends_its_queue() -> None:
+    with anyio.fail_after(60), demo_server() as node:
+        async with chromium() as browser:
+            page = await open_chat(browser, node, "ada")
+            received: list[dict[str, Any]] = []
+            bot = await python_client(node, "bot", "lobby", received)
+            try:
+                await expect(page.locator("#members li")).to_have_text(["ada", "bot"])
+                await page.context.set_offline(True)  # no reconnecting until the test says so
+                await page.evaluate("demo.dropConnection()")
+                status = page.locator("#status")
+                await expect(status).to_have_attribute("data-state", "offline")
+                for n in range(3):
+                    await bot.call("say", {"room": "lobby", "text": f"while you were away {n}"}, namespace="/chat")
+                await say(page, "typed while offline")
+                await expect(status).to_have_attribute("data-queued", "1")
+                await expect(status.locator(".label")).to_contain_text("1 message queued")
+                await expect(message(page, "typed while offline")).to_have_attribute("data-source", "pending")
+
+                await page.context.set_offline(False)
+                await expect(status).to_have_attribute("data-state", "connected")
+                assert await page.evaluate("demo.client.recovered('/chat')") is True
+                # Replayed by the protocol (events), not reloaded from the app's history.
+                for n in range(3):
+                    await expect(message(page, f"while you were away {n}")).to_have_attribute("data-source", "live")
+                await expect(message(page, "typed while offline")).to_have_attribute("data-source", SENT)
+                await expect(status).to_have_attribute("data-queued", "0")
+                texts = await page.locator("#messages .msg .text").all_inner_texts()
+                assert texts == [f"while you were away {n}" for n in range(3)] + ["typed while offline"]
+                with anyio.fail_after(5):
+                    while not any(m["text"] == "typed while offline" for m in received):
+                        await anyio.sleep(0.02)
+                assert [m["text"] for m in received].count("typed while offline") == 1
+                assert page.errors == []
+            finally:
+                await bot.close()
+
+
+async def test_page_reconnects_to_a_restarted_server_and_shows_what_it_missed() -> None:
+    with anyio.fail_after(90), demo_server() as node:
+        async with chromium() as browser:
+            page = await open_chat(browser, node, "ada")
+            await say(page, "before the restart")
+            await expect(message(page, "before the restart")).to_have_attribute("data-source", SENT)
+            status = page.locator("#status")
+
+            node.terminate()
+            await expect(status).to_have_attribute("data-state", "offline")
+            await expect(status.locator(".label")).to_contain_text("retrying")
+            await page.context.set_offline(True)  # hold the page off while the server comes back
+            await say(page, "queued across the restart")
+            await expect(status).to_have_attribute("data-queued", "1")
+
+            node.start()  # same port, empty memory: every session is gone
+            received: list[dict[str, Any]] = []
+            bot = await python_client(node, "bot", "lobby", received)
+            try:
+                for n in range(3):
+                    await bot.call("say", {"room": "lobby", "text": f"said during your absence {n}"}, namespace="/chat")
+                await page.context.set_offline(False)
+                await expect(status).to_have_attribute("data-state", "connected")
+                assert await page.evaluate("demo.client.recovered('/chat')") is False
+                await expect(page.locator("#notice")).to_contain_text("reloaded the rooms")
+                # The new server cannot replay them: they come from the demo's per-room history.
+                for n in range(3):
+                    await expect(message(page, f"said during your absence {n}")).to_have_attribute(
+                        "data-source", "history"
+                    )
+                await expect(message(page, "queued across the restart")).to_have_attribute("data-source", SENT)
+                await expect(message(page, "before the restart")).to_have_count(1)
+                await expect(page.locator("#members li")).to_have_text(["ada", "bot"])
+                with anyio.fail_after(5):
+                    while not any(m["text"] == "queued across the restart" for m in received):
+                        await anyio.sleep(0.02)
+                assert page.errors == []
+            finally:
+                await bot.close()
