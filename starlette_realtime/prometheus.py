@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_asgi_app
 from prometheus_client.multiprocess import MultiProcessCollector
+from starlette.types import Receive, Scope, Send
 
 from . import status
 from .metrics import Metrics
@@ -58,9 +59,6 @@ KNOWN_REASONS: frozenset[str] = frozenset({
     "kicked",
 })
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class MetricsSample(msgspec.Struct, frozen=True):

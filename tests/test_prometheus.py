@@ -248,7 +248,7 @@ def test_outbox_drops_are_reported_by_reason() -> None:
     oldest = Outbox(never, max_messages=1, max_bytes=1 << 20, overflow=Overflow.DROP_OLDEST,
                     on_overflow=lambda: None, on_drop=metrics.dropped)
     assert oldest.push({}, 1) and oldest.push({}, 1)
-    samples = metrics.dropped_messages.collect()[0].samples
+    samples = next(iter(metrics.dropped_messages.collect())).samples
     got = {s.labels["reason"]: s.value for s in samples if s.name.endswith("_total")}
     assert got == {"drop_newest": 1, "volatile": 1, "drop_oldest": 1}
 

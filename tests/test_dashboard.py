@@ -1,0 +1,216 @@
+"""The live dashboard: its auth, its WebSocket namespace, and the page in a real Chromium over real uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from apps import Chat
+from conftest import ServerThread, serve
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.routing import Mount, Route
+
+from starlette_realtime import AckError, RealtimeRouter
+from starlette_realtime.client import RealtimeClient
+from starlette_realtime.dashboard import DashboardEndpoint, StatsSampler, dashboard_app, histogram_quantile
+from starlette_realtime.prometheus import PrometheusMetrics, metrics_app
+
+ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOT = ROOT / "docs" / "img" / "dashboard.png"
+ADMIN = {"cookie": "admin=yes"}
+CHROMIUM = "/usr/bin/chromium"
+HAVE_CHROMIUM = os.path.exists(CHROMIUM)
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run"]
+
+
+def is_admin(request: Request) -> bool:
+    return request.cookies.get("admin") == "yes"
+
+
+def make_app() -> tuple[Starlette, RealtimeRouter]:
+    metrics = PrometheusMetrics()
+    realtime = RealtimeRouter([Chat, DashboardEndpoint], metrics=metrics)
+    app = Starlette(
+        routes=[
+            Route("/metrics", metrics_app(metrics)),
+            Mount("/realtime", realtime),
+            Mount("/dashboard", dashboard_app(realtime, auth=is_admin, realtime_path="/realtime")),
+        ],
+        lifespan=realtime.lifespan,
+    )
+    return app, realtime
+
+
+@pytest.fixture
+def server() -> Iterator[ServerThread]:
+    app, _ = make_app()
+    with serve(app) as srv:
+        yield srv
+
+
+def chat(srv: ServerThread) -> RealtimeClient:
+    return RealtimeClient(srv.url + "/realtime", namespaces=["/chat"])
+
+
+async def until(predicate: Any, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+# Without a browser -------------------------------------------------------------------------------------------
+
+
+def test_histogram_quantile_interpolates_like_prometheus() -> None:
+    bounds = (0.001, 0.01, 0.1)
+    assert histogram_quantile(0.5, bounds, (0, 0, 0, 0)) is None
+    # 10 observations, all in (0.001, 0.01]: the median is halfway through that bucket.
+    assert histogram_quantile(0.5, bounds, (0, 10, 10, 10)) == pytest.approx(0.0055)
+    assert histogram_quantile(0.5, bounds, (10, 10, 10, 10)) == pytest.approx(0.0005)
+    # Above the highest finite bound: that bound.
+    assert histogram_quantile(0.99, bounds, (0, 0, 0, 5)) == 0.1
+
+
+def test_the_dashboard_needs_its_endpoint_and_an_auth_check() -> None:
+    bare = RealtimeRouter([Chat])
+    with pytest.raises(ValueError, match="DashboardEndpoint"):
+        dashboard_app(bare, auth=is_admin)
+    with pytest.raises(TypeError):
+        dashboard_app(RealtimeRouter([Chat, DashboardEndpoint]), auth=None)  # type: ignore[arg-type]
+
+
+async def test_page_and_token_are_behind_auth(server: ServerThread) -> None:
+    async with httpx.AsyncClient(base_url=server.http, timeout=5) as h:
+        assert (await h.get("/dashboard/")).status_code == 403
+        assert (await h.get("/dashboard/token")).status_code == 403
+        assert (await h.get("/dashboard/nothing", headers=ADMIN)).status_code == 404
+        assert (await h.post("/dashboard/token", headers=ADMIN)).status_code == 405
+        page = await h.get("/dashboard/", headers=ADMIN)
+        assert page.status_code == 200
+        csp = page.headers["content-security-policy"]
+        nonce = re.search(r"'nonce-([^']+)'", csp)
+        assert nonce and f'nonce="{nonce.group(1)}"' in page.text
+        assert "default-src 'none'" in csp and page.headers["cache-control"] == "no-store"
+        # Nothing from the network: no absolute URL in the page.
+        assert not re.search(r"""(src|href)=["']?(https?:)?//""", page.text)
+        config = json.loads(re.search(r'<script type="application/json" id="config">(.*?)</script>', page.text)[1])  # type: ignore[index]
+        assert config["tokenUrl"] == "/dashboard/token" and config["clientUrl"] == "/realtime/client.js"
+        token = (await h.get("/dashboard/token", headers=ADMIN)).json()["token"]
+    assert isinstance(token, str) and token
+
+
+async def test_the_namespace_takes_only_dashboard_tokens(server: ServerThread) -> None:
+    async with httpx.AsyncClient(base_url=server.http, timeout=5) as h:
+        token = (await h.get("/dashboard/token", headers=ADMIN)).json()["token"]
+    async with websockets.connect(server.url + "/realtime/", subprotocols=["rt.v1.json"]) as ws:  # type: ignore[list-item]
+        async with asyncio.timeout(5):
+            await ws.recv()  # HELLO
+            await ws.send(json.dumps([1, "/_dashboard", None]))
+            assert json.loads(await ws.recv())[2] == "AUTHENTICATION_REQUIRED"
+            # A session string of another namespace is signed with the same key, but is no dashboard token.
+            await ws.send(json.dumps([1, "/chat", None]))
+            connected = json.loads(await ws.recv())
+            await ws.send(json.dumps([1, "/_dashboard", {"token": connected[3]}]))
+            assert json.loads(await ws.recv())[2] == "INVALID_TOKEN"
+            await ws.send(json.dumps([1, "/_dashboard", {"token": token}]))
+            assert json.loads(await ws.recv())[0] == 2  # CONNECTED
+            frames: list[Any] = []
+            while len(frames) < 2:
+                frame = json.loads(await ws.recv())
+                if frame[0] == 5:
+                    frames.append(frame)
+    (history, stats) = frames
+    assert history[2] == "history" and isinstance(history[3], list)
+    assert stats[2] == "stats" and stats[3]["namespaces"] == {"/chat": 1, "/_dashboard": 1}
+    assert stats[3]["connections"] == 1  # the dashboard's own connection is left out
+
+
+async def test_the_sampler_computes_rates_and_quantiles() -> None:
+    metrics = PrometheusMetrics()
+    router = RealtimeRouter([Chat, DashboardEndpoint], metrics=metrics)
+    sampler = StatsSampler(router, interval=0.05)
+    first = sampler.latest()
+    assert first.events_in is None and first.connections == 0
+    for _ in range(20):
+        metrics.handler_finished("/chat", "say", metrics.handler_started() - 0.003, None)
+    metrics.broadcast("/chat", "said", 10, 1000, 0.0)
+    await asyncio.sleep(0.06)
+    second = sampler.latest()
+    assert second.events_in is not None and second.events_in > 0
+    assert second.bytes_out is not None and second.bytes_out > 0
+    assert second.handler_p50 is not None and 2.5 <= second.handler_p50 <= 5.0
+    assert sampler.latest() is second  # shared within an interval
+    assert "StatsSampler" in repr(sampler)
+
+
+# In Chromium -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.browser
+async def test_the_page_shows_live_figures(server: ServerThread) -> None:
+    if not HAVE_CHROMIUM:
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    from playwright.async_api import async_playwright, expect
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            context = await browser.new_context(viewport={"width": 1360, "height": 800})
+            await context.add_cookies([{"name": "admin", "value": "yes", "url": server.http}])
+            page = await context.new_page()
+            problems: list[str] = []
+            foreign: list[str] = []
+            page.on("pageerror", lambda exc: problems.append(str(exc)))
+            page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+            page.on("request", lambda req: None if req.url.startswith(server.http) else foreign.append(req.url))
+            await page.goto(server.http + "/dashboard/", timeout=10_000)
+            await expect(page.locator("#status")).to_have_text("connected", timeout=10_000)
+            connections = page.locator("#connections")
+            await expect(connections).to_have_text("0", timeout=5_000)
+
+            clients = [chat(server) for _ in range(3)]
+            for c in clients:
+                await c.connect()
+            await expect(connections).to_have_text("3", timeout=5_000)
+            await clients[0].close()
+            await clients[1].close()
+            await expect(connections).to_have_text("1", timeout=5_000)
+
+            # Some traffic, so that the charts and tables have something to show.
+            crowd = [chat(server) for _ in range(6)]
+            for i, c in enumerate(crowd):
+                await c.connect()
+                await c.call("join", "lobby" if i < 4 else "ops", namespace="/chat", timeout=5)
+            async with asyncio.timeout(30):
+                for i in range(160):
+                    sender = crowd[i % len(crowd)]
+                    await sender.call("shout", {"room": "lobby", "text": f"message {i}"}, namespace="/chat", timeout=5)
+                    if i % 25 == 0:
+                        with pytest.raises(AckError):
+                            await sender.call("fail", namespace="/chat", timeout=5)
+                    await asyncio.sleep(0.04)
+            await expect(connections).to_have_text("7", timeout=5_000)
+            await expect(page.locator("#rooms")).to_have_text("2", timeout=5_000)
+            await expect(page.locator("#top-rooms tbody tr")).to_have_count(2, timeout=5_000)
+            await expect(page.locator("#top-rooms tbody tr").first).to_contain_text("lobby")
+            assert await page.locator("#events_out").text_content() != "–"
+            assert await page.locator("#handler_p95").text_content() != "–"
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(SCREENSHOT), full_page=True)
+            for c in [*crowd, clients[2]]:
+                await c.close()
+            await expect(connections).to_have_text("0", timeout=5_000)
+            assert problems == []
+            assert foreign == []
+        finally:
+            await browser.close()
