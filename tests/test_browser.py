@@ -165,7 +165,8 @@ async def test_page_answers_heartbeats_and_detects_a_frozen_server() -> None:
             try:
                 # Nothing arrives from the frozen server: the page gives up on it (offline, then reconnecting).
                 await page.wait_for_function("() => seen.includes('offline')")
-                await expect(page.locator("#status")).to_have_attribute("data-state", re.compile("offline|reconnecting"))
+                state = page.locator("#status")
+                await expect(state).to_have_attribute("data-state", re.compile("offline|reconnecting"))
             finally:
                 node.proc.send_signal(signal.SIGCONT)
             await expect(page.locator("#status")).to_have_attribute("data-state", "connected")
@@ -195,6 +196,10 @@ async def test_dropped_page_recovers_missed_messages_and_sends_its_queue() -> No
                 await page.context.set_offline(False)
                 await expect(status).to_have_attribute("data-state", "connected")
                 assert await page.evaluate("demo.client.recovered('/chat')") is True
+                # Its members were refreshed with the built-in $presence.list call.
+                await expect(page.locator("#members li")).to_have_text(["ada", "bot"])
+                listing = await page.evaluate("async () => await demo.client.call('$presence.list', {room: 'lobby'})")
+                assert [m["user"] for m in listing["members"]] == ["ada", "bot"]
                 # Replayed by the protocol (events), not reloaded from the app's history.
                 for n in range(3):
                     await expect(message(page, f"while you were away {n}")).to_have_attribute("data-source", "live")

@@ -40,8 +40,8 @@ from ..connection import Connection
 from ..dispatch import on_event
 from ..endpoint import RealtimeEndpoint
 from ..exceptions import HandlerError
+from ..presence import PresenceList, PresenceMixin
 from ..routing import RealtimeRouter, user_key
-from .roster import Roster
 
 logger = logging.getLogger(__name__)
 
@@ -81,11 +81,14 @@ class Message(msgspec.Struct):
 
 
 class Joined(msgspec.Struct):
-    """What ``join`` answers: the room's recent messages and who is online in it."""
+    """What ``join`` answers: the room's recent messages and who is online in it.
+
+    ``presence.seq`` tells which ``$presence`` events the member list already reflects.
+    """
 
     room: str
     history: list[Message]
-    members: list[str]
+    presence: PresenceList
 
 
 class History:
@@ -127,8 +130,11 @@ def check_room(room: str) -> str:
     return room
 
 
-class ChatEndpoint(RealtimeEndpoint):
+class ChatEndpoint(PresenceMixin, RealtimeEndpoint):
     """The ``/chat`` namespace: rooms, messages with history, typing notices and presence.
+
+    Presence comes from :class:`~starlette_realtime.presence.PresenceMixin`: members of a
+    room get ``$presence`` events, and clients list a room with ``$presence.list``.
 
     Args:
         tokens: checks the ``{"token"}`` every client sends with CONNECT.
@@ -141,7 +147,6 @@ class ChatEndpoint(RealtimeEndpoint):
         super().__init__()
         self.tokens = tokens
         self.history = history
-        self.roster = Roster()
         self._boot = secrets.token_hex(3)  # message ids stay unique across restarts of the demo
         self._seq = itertools.count(1)
 
@@ -149,33 +154,16 @@ class ChatEndpoint(RealtimeEndpoint):
         """Check the signed token of the CONNECT payload."""
         return await self.tokens.authenticate(conn)
 
-    async def on_join(self, conn: Connection, room: str) -> None:
-        """Announce the user in the room when this is its first connection there."""
-        user = _user(conn)
-        if self.roster.add(room, user, conn.sid):
-            await self.to(room).emit("$presence", {"room": room, "user": user, "status": "online", "meta": None})
-
-    async def on_leave(self, conn: Connection, room: str) -> None:
-        """Announce that the user left when its last connection in the room is gone."""
-        user = _user(conn)
-        if self.roster.discard(room, user, conn.sid):
-            await self.to(room).emit("$presence", {"room": room, "user": user, "status": "offline", "meta": None})
-
     @on_event("join")
     async def join(self, conn: Connection, room: str) -> Joined:
         """Join a room; answer its recent messages and its members."""
         await conn.join(check_room(room))
-        return Joined(room, self.history.get(room), self.roster.members(room))
+        return Joined(room, self.history.get(room), await self.list_presence(conn, room))
 
     @on_event("leave")
     async def leave(self, conn: Connection, room: str) -> None:
         """Leave a room."""
         await conn.leave(room)
-
-    @on_event("members")
-    async def members(self, conn: Connection, room: str) -> list[str]:
-        """Who is online in a room."""
-        return self.roster.members(check_room(room))
 
     @on_event("say", rate=5, burst=20)
     async def say(self, conn: Connection, msg: Say) -> Message:

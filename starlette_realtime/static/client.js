@@ -15,6 +15,8 @@ const F = { HELLO: 0, CONNECT: 1, CONNECTED: 2, CONNECT_ERROR: 3, DISCONNECT: 4,
 const HELLO_DEFAULTS = { node: "", pingInterval: 25, pingTimeout: 20, maxMessageSize: 1048576 };
 // Close codes after which reconnecting cannot help (status.py); unlisted 4500-4999 stop as well.
 const TERMINAL_CLOSE = new Set([1000, 1002, 1003, 1007, 1008, 1009, 1010, 4501, 4503]);
+// The reserved events a client may send: the server's built-in handlers (auth.py, presence.py).
+const CLIENT_RESERVED = new Set(["$auth", "$presence.list"]);
 
 /**
  * The router answers at its mount point with a trailing slash: a Starlette `Mount("/realtime")` refuses the
@@ -517,7 +519,7 @@ export class RealtimeClient {
   // Encode once, and refuse what the server would close the connection for (1009) instead of sending it.
   _encodeEvent(st, event, data, id) {
     if (typeof event !== "string" || event.length < 1 || event.length > 64) throw new TypeError("event names have 1 to 64 characters");
-    if (event[0] === "$") throw new TypeError(`"${event}": event names starting with "$" are reserved`);
+    if (event[0] === "$" && !CLIENT_RESERVED.has(event)) throw new TypeError(`"${event}": event names starting with "$" are reserved`);
     const payload = this._codec.encode(id == null ? [F.EVENT, st.name, event, data ?? null] : [F.EVENT, st.name, event, data ?? null, id]);
     return { payload, size: this._codec.size(payload) };
   }

@@ -21,7 +21,7 @@ window.demo = demo;
 function room(name) {
   let r = demo.rooms.get(name);
   if (!r) {
-    r = { name, messages: new Map(), pending: new Map(), members: new Set(), typing: new Map(), unread: 0 };
+    r = { name, messages: new Map(), pending: new Map(), members: new Set(), presenceSeq: -1, typing: new Map(), unread: 0 };
     demo.rooms.set(name, r);
   }
   return r;
@@ -108,19 +108,23 @@ async function rejoin(name) {
     const joined = await demo.client.call("join", name);
     if (!demo.rooms.has(name)) return;
     for (const msg of joined.history) addMessage(msg, "history");
-    room(name).members = new Set(joined.members);
-    renderMembers();
+    setMembers(joined.presence);
   } catch (err) {
     notice(`Could not join #${name}: ${err.message}`);
     if (err.code === "bad_room" || err.code === "forbidden") leaveRoom(name);
   }
 }
 
+// A listing replaces the room's members; it reflects every $presence event up to its `seq`.
+function setMembers({ room: name, seq, members }) {
+  if (!demo.rooms.has(name)) return;
+  Object.assign(room(name), { members: new Set(members.map((m) => m.user)), presenceSeq: seq });
+  if (name === demo.current) renderMembers();
+}
+
 async function refreshMembers(name) {
   try {
-    const members = await demo.client.call("members", name);
-    if (demo.rooms.has(name)) room(name).members = new Set(members);
-    renderMembers();
+    setMembers(await demo.client.call("$presence.list", { room: name }));
   } catch (err) {
     console.warn("members:", err);
   }
@@ -238,9 +242,12 @@ function stopTyping(r, user) {
   if (r.name === demo.current) renderTyping();
 }
 
-function onPresence({ room: name, user, status }) {
+function onPresence({ room: name, user, status, seq }) {
   if (!demo.rooms.has(name)) return;
-  const members = room(name).members;
+  const r = room(name);
+  if (seq != null && seq <= r.presenceSeq) return; // the last listing has it already
+  if (seq != null) r.presenceSeq = seq;
+  const members = r.members;
   if (status === "online") members.add(user);
   else members.delete(user);
   if (name === demo.current) renderMembers();
