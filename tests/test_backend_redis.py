@@ -18,6 +18,7 @@ import pytest
 import redis as sync_redis
 from conftest import free_port
 from procs import RedisServer
+from redis.asyncio import Redis as AsyncRedis
 
 from starlette_realtime import BackendUnavailable, Emitter
 from starlette_realtime.backends import backend_from_url
@@ -91,7 +92,7 @@ async def wait(predicate: Any, timeout: float, what: str) -> float:
 async def test_url_and_client_forms(server: RedisServer) -> None:
     be = backend_from_url(server.url + "?history_size=50&prefix=x")
     assert isinstance(be, RedisBackend) and be.history_size == 50 and be.prefix == "x"
-    client = sync_redis.asyncio.Redis(port=server.port)
+    client = AsyncRedis(port=server.port)
     try:
         own = RedisBackend(client, prefix="own")
         with anyio.fail_after(5):
@@ -105,7 +106,7 @@ async def test_url_and_client_forms(server: RedisServer) -> None:
     finally:
         await client.aclose()
     with pytest.raises(ValueError, match="decode"):
-        RedisBackend(sync_redis.asyncio.Redis(decode_responses=True))
+        RedisBackend(AsyncRedis(decode_responses=True))
 
 
 async def test_unreachable_at_startup_fails_fast_and_hides_the_password() -> None:

@@ -43,6 +43,16 @@ def backend_from_url(url: str, **options: Any) -> Backend:
     raise ValueError(f"unsupported backend URL scheme {parts.scheme!r} (use memory:// or redis://)")
 
 
+def __getattr__(name: str) -> Any:
+    # ``RedisBackend`` is importable from here without importing redis-py for
+    # everyone else.
+    if name == "RedisBackend":
+        from .redis import RedisBackend
+
+        return RedisBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "Backend",
     "HealthCheck",
