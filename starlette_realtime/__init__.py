@@ -23,6 +23,7 @@ from .exceptions import (
 )
 from .limits import Limits
 from .metrics import Metrics
+from .presence import PresenceMixin
 from .routing import RealtimeConfig, RealtimeRouter
 from .transport import Overflow
 
@@ -46,6 +47,7 @@ __all__ = [
     "MemoryBackend",
     "Metrics",
     "Overflow",
+    "PresenceMixin",
     "ProtocolError",
     "RealtimeConfig",
     "RealtimeEndpoint",

@@ -124,4 +124,89 @@ class HealthCheck(Protocol):
         """Whether the backend's link is up."""
 
 
-__all__ = ["Backend", "Deliver", "HealthCheck", "History", "HistoryReply", "Publication", "SessionStore"]
+class PresenceChange(msgspec.Struct, array_like=True, frozen=True):
+    """A user coming online or going offline in a room, as decided by a presence store.
+
+    Attributes:
+        user: the user's id (``routing.user_key``).
+        online: ``True`` for online, ``False`` for offline.
+        seq: the room's presence sequence number: it grows with every change of the
+            room, across nodes and restarts of the store (it starts from the clock).
+        meta: the user's public metadata, JSON-encoded.
+    """
+
+    user: str
+    online: bool
+    seq: int
+    meta: bytes
+
+
+class PresencePage(msgspec.Struct, frozen=True):
+    """Members of a room with their JSON-encoded metadata.
+
+    Attributes:
+        seq: the room's presence sequence number when the page was read.
+        members: ``(user, meta)`` pairs.
+        cursor: where the next page starts, or ``None`` when this was the last one.
+    """
+
+    seq: int
+    members: list[tuple[str, bytes]]
+    cursor: str | None = None
+
+
+@runtime_checkable
+class PresenceStore(Protocol):
+    """A backend (or a companion object) that keeps who is present in each room.
+
+    Every node records its own users (``presence_apply``); the store counts them
+    across nodes and reports each room-wide transition exactly once.
+    """
+
+    async def presence_apply(
+        self,
+        ns: str,
+        room: str,
+        adds: Sequence[tuple[str, bytes]],
+        removes: Sequence[str],
+        *,
+        replace: bool = False,
+    ) -> list[PresenceChange]:
+        """Record users of this node entering (with metadata) and leaving a room.
+
+        Args:
+            ns: the namespace.
+            room: the room.
+            adds: ``(user, meta)`` pairs now present on this node.
+            removes: users no longer present on this node.
+            replace: ``adds`` is this node's complete set for the room; forget the rest.
+
+        Returns:
+            The room-wide transitions this call caused, in ``seq`` order.
+
+        Raises:
+            BackendUnavailable: the store cannot be reached.
+        """
+
+    async def presence_page(self, ns: str, room: str, cursor: str | None, limit: int | None) -> PresencePage:
+        """Read a room's members: all at once (``limit=None``) or a page from ``cursor``."""
+
+    async def presence_contains(self, ns: str, room: str, user: str) -> bool:
+        """Whether ``user`` is present in the room on any node."""
+
+    async def presence_count(self, ns: str, room: str) -> int:
+        """How many users are present in the room."""
+
+
+__all__ = [
+    "Backend",
+    "Deliver",
+    "HealthCheck",
+    "History",
+    "HistoryReply",
+    "PresenceChange",
+    "PresencePage",
+    "PresenceStore",
+    "Publication",
+    "SessionStore",
+]
