@@ -1,6 +1,7 @@
 """Benchmark harness for starlette-realtime and its peers.
 
-    python -m benchmarks.harness {capacity,fanout,ack,cluster} [--servers raw,socketio,node,ours] [--repeats 3] [--smoke]
+    python -m benchmarks.harness {capacity,fanout,ack,cluster} [--servers raw,socketio,node,ours] [--repeats 3]
+                                 [--smoke]
 
 One server process at a time, pinned to CPU 0; load clients are asyncio+uvloop processes using picows, pinned to
 CPU 1, each holding at most --conns-per-proc connections from its own source address 127.0.0.x. Servers are
@@ -31,9 +32,10 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, ClassVar
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -96,7 +98,7 @@ SERVERS: dict[str, ServerSpec] = {
                    "socketio_server:app"),
         ServerSpec("node", "Node socket.io", "sio", "/socket.io/?EIO=4&transport=websocket", "node",
                    "node_socketio.js"),
-        ServerSpec("ours", "starlette-realtime", "rt", "/ws", "uvicorn", "ours:app"),
+        ServerSpec("ours", "starlette-realtime", "rt", "/ws/", "uvicorn", "ours:app"),  # Mount needs the slash
         # A few-line stand-in that speaks docs/protocol.md, to test the "rt" dialect before ours exists. Not a peer.
         ServerSpec("rtmock", "rt.v1 mock", "rt", "/ws", "uvicorn", "rt_mock:app"),
     ]
@@ -163,7 +165,7 @@ def wait_quiet(threshold: float, max_wait: float) -> float:
 class Server:
     """One server process in its own process group, pinned to SERVER_CPU. Always stopped, also on errors."""
 
-    live: set[Server] = set()
+    live: ClassVar[set[Server]] = set()
 
     def __init__(self, spec: ServerSpec, env: dict[str, str] | None = None):
         self.spec = spec
@@ -211,7 +213,8 @@ class Server:
             except OSError:
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"{self.spec.key} server did not listen within {timeout}s:\n{self.log_tail()}")
+                    raise RuntimeError(
+                        f"{self.spec.key} server did not listen within {timeout}s:\n{self.log_tail()}") from None
                 time.sleep(0.05)
 
     def log_tail(self, n: int = 3000) -> str:
@@ -249,7 +252,7 @@ def _stop_all_servers() -> None:
     for srv in list(Server.live):
         try:
             srv.stop()
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
 
 
@@ -279,7 +282,7 @@ class Dialect:
     """How one kind of server is spoken to. on_text() is on the hot path: bytes prefix tests only."""
 
     name = ""
-    headers: dict[str, str] | None = None
+    headers: ClassVar[dict[str, str] | None] = None
 
     def on_connected(self, c: Conn) -> None:
         c.set_ready()
@@ -364,7 +367,7 @@ class RtDialect(Dialect):
     """starlette-realtime, docs/protocol.md, subprotocol rt.v1.json, namespace /bench."""
 
     name = "rt"
-    headers = {"Sec-WebSocket-Protocol": "rt.v1.json"}
+    headers: ClassVar[dict[str, str] | None] = {"Sec-WebSocket-Protocol": "rt.v1.json"}
     NS = "/bench"
 
     def on_connected(self, c: Conn) -> None:
@@ -569,7 +572,7 @@ class Worker:
             if "_offset" in data:
                 assert data["_offset"] > c.last_offset, (data["_offset"], c.last_offset)
                 c.last_offset = data["_offset"]
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self.content_errors += 1
             if len(self.errors) < 20:
                 self.errors.append(f"bad msg {b[:200]!r}: {e!r}")
@@ -605,7 +608,7 @@ class Worker:
                 return
             try:
                 res = await getattr(self, "op_" + op)(**cmd)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 res = {"error": f"worker {self.index} {op}: {type(e).__name__}: {e}\n{traceback.format_exc()}"}
             self.results.send(res)
 
@@ -614,7 +617,7 @@ class Worker:
             if not c.closed and c.transport is not None:
                 try:
                     c.transport.disconnect()
-                except Exception:  # noqa: BLE001
+                except Exception:
                     pass
         await asyncio.sleep(0)
 
@@ -660,7 +663,7 @@ class Worker:
                     self.conns.append(c)
                     ok += 1
                     t_end = time.monotonic()
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:
                     failed += 1
                     if len(self.errors) < 20:
                         self.errors.append(f"connect: {type(e).__name__}: {e}")
@@ -694,7 +697,7 @@ class Worker:
             self.done = self.loop.create_future()
             try:
                 await asyncio.wait_for(self.done, timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         self.recording = False
         counts = [c.n_msg for c in active]
@@ -721,7 +724,7 @@ class Worker:
 
         def send_one() -> None:
             seq = st["sent"]
-            c.send_event("publish", '{"t":%r,"s":%d,"p":"%s"}' % (time.monotonic(), seq, pad), True)
+            c.send_event("publish", f'{{"t":{time.monotonic()!r},"s":{seq},"p":"{pad}"}}', True)
             st["sent"] = seq + 1
             st["outstanding"] += 1
 
@@ -794,7 +797,7 @@ class Worker:
         def send(c: Conn, now: float) -> None:
             c.inflight_id = c.next_id
             c.t_sent = now
-            c.send_event("echo", '{"s":%d,"p":"%s"}' % (c.inflight_id, pad), True)
+            c.send_event("echo", f'{{"s":{c.inflight_id},"p":"{pad}"}}', True)
 
         def on_ack(c: Conn, ack_id: int, b: bytes) -> None:
             now = time.monotonic()
@@ -804,7 +807,7 @@ class Worker:
                 try:
                     data = dialect.ack_data(b)
                     assert data == {"s": ack_id, "p": pad}, data
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:
                     st["bad"] += 1
                     if len(self.errors) < 20:
                         self.errors.append(f"bad ack {b[:200]!r}: {e!r}")
@@ -828,7 +831,7 @@ class Worker:
             send(c, now)
         try:
             await asyncio.wait_for(finished, max(0.1, deadline - time.monotonic()) + timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         for c in active:
             c.ack_cb = None
@@ -852,7 +855,7 @@ class Worker:
                 try:
                     await c.request("echo", '{"check":true}', timeout)
                     answered += 1
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:
                     if len(self.errors) < 20:
                         self.errors.append(f"check: {type(e).__name__}: {e}")
 
@@ -997,7 +1000,7 @@ def connect_all(workers: list[WorkerHandle], url: str, spec: ServerSpec, counts:
     res = call_all(
         [(w, "connect", dict(url=url, dialect=spec.dialect, n=n, src_ip=next_src_ip(), concurrency=args.concurrency,
                              join=join, strict=args.smoke, pad_len=pad_len or pad_for(args.payload), timeout=timeout))
-         for w, n in zip(workers, counts)], timeout + 15)
+         for w, n in zip(workers, counts, strict=True)], timeout + 15)
     ok = sum(r["ok"] for r in res)
     t0 = min(r["t_start"] for r in res)
     t1 = max(r["t_end"] for r in res)
@@ -1110,9 +1113,9 @@ def run_capacity(spec: ServerSpec, c: int, args: argparse.Namespace, check: Chec
     with Server(spec, server_env(args)) as srv, Clients(procs) as cl:
         time.sleep(0.5)
         rss0 = srv.rss_kib()
-        cpu0 = srv.cpu()
+        cpu0, m0, t0 = srv.cpu(), machine_busy_seconds(), time.monotonic()
         conn = connect_all(cl.workers, srv.url(), spec, counts, None, args, args.connect_timeout)
-        cpu1 = srv.cpu()
+        cpu1, m1, t1 = srv.cpu(), machine_busy_seconds(), time.monotonic()
         out["connect"] = conn
         check(conn["ok"] == c, f"opened {conn['ok']}/{c}: {conn['errors']}")
         time.sleep(1.0)
@@ -1134,6 +1137,7 @@ def run_capacity(spec: ServerSpec, c: int, args: argparse.Namespace, check: Chec
             "opened": conn["ok"], "handshakes_per_s": conn["per_s"], "connect_s": conn["seconds"],
             "server_cpu_ms_per_handshake": (cpu1 - cpu0) / conn["ok"] * 1e3 if conn["ok"] else None,
             "client_cpu_util_connect": conn["client_cpu"] / conn["seconds"] if conn["seconds"] else None,
+            "foreign_cpu": max(0.0, (m1 - m0) - (cpu1 - cpu0) - conn["client_cpu"]) / (t1 - t0),
             "rss_base_kib": rss0, "rss_kib": rss1, "rss_after_hold_kib": rss2,
             "kib_per_conn": (rss1 - rss0) / conn["ok"] if conn["ok"] else None,
             "hold_s": args.hold, "heartbeats_per_conn": pings / conn["ok"] if conn["ok"] else 0,
@@ -1218,7 +1222,8 @@ WORKLOADS: dict[str, dict[str, Any]] = {
                              ("server_cpu_ms_per_handshake", "srv ms/handshake", "{:.3f}"),
                              ("heartbeats_per_conn", "heartbeats/conn", "{:.1f}"),
                              ("answered_after_hold", "answered after hold", "{:,.0f}"),
-                             ("client_cpu_util_connect", "client CPU (connect)", "{:.2f}")]},
+                             ("client_cpu_util_connect", "client CPU (connect)", "{:.2f}"),
+                             ("foreign_cpu", "foreign CPU (connect)", "{:.2f}")]},
     "fanout": {"run": run_fanout, "sizes": [100, 1000, 10000], "smoke_sizes": [5],
                "metrics": [("burst.deliveries_per_s", "deliveries/s", "{:,.0f}"),
                            ("burst.cpu_s_per_M", "CPU-s/1M deliveries", "{:.1f}"),
@@ -1311,7 +1316,7 @@ def print_table(title: str, summary: dict[str, Any], metrics: list[tuple[str, st
             rows.append(row)
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         for i, r in enumerate(rows):
-            lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+            lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
             if i == 0:
                 lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     text = "\n".join(lines)
@@ -1334,7 +1339,7 @@ def plot(workload: str, summary: dict[str, Any], metrics: list[tuple[str, str, s
     rows = math.ceil(len(shown) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(11, 3.2 * rows), squeeze=False)
     keys = list(summary)
-    for ax, (m, label) in zip(axes.flat, shown):
+    for ax, (m, label) in zip(axes.flat, shown, strict=False):
         width = 0.8 / max(1, len(servers))
         x = np.arange(len(keys))
         for i, s in enumerate(servers):
@@ -1416,7 +1421,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="rerun a run during which other processes used more than this many cores of our two")
     p.add_argument("--quiet-wait", type=float, default=120.0,
                    help="before each run, wait up to this long for other processes to leave our cores idle")
-    p.add_argument("--max-retries", type=int, default=6, help="reruns allowed in one invocation (--max-foreign)")
+    p.add_argument("--max-retries", type=int, default=3, help="reruns allowed per run (--max-foreign)")
     args = p.parse_args(argv)
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     for s in args.servers:
@@ -1481,8 +1486,8 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[str] = []
     started = time.time()
     bar = tqdm(total=len(plan), desc=args.workload, unit="run", dynamic_ncols=True)
-    retries_left = args.max_retries
     queue = list(plan)
+    retries_left = args.max_retries
     while queue:
         server, n, slow = queue.pop(0)
         requeued = False
@@ -1511,6 +1516,7 @@ def main(argv: list[str] | None = None) -> int:
                 r["discarded"] = True
                 discarded.append(r)
                 continue
+            retries_left = args.max_retries  # the budget is per run
             runs.append(r)
             check.raise_if_failed(f"{server} n={n}{' slow' if slow else ''}")
             if check.failures:
@@ -1518,7 +1524,7 @@ def main(argv: list[str] | None = None) -> int:
         except NotImplementedError as e:
             print(str(e), file=sys.stderr)
             return 3
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             msg = f"{server} n={n}{' slow' if slow else ''}: {type(e).__name__}: {e}"
             failures.append(msg)
             tqdm.write("FAILED " + msg)

@@ -40,5 +40,7 @@ def _servers() -> list[str]:
 def test_smoke(workload: str) -> None:
     cmd = [sys.executable, "-m", "benchmarks.harness", workload, "--smoke", "--servers", ",".join(_servers())]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, (
+        f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    )
 

@@ -42,7 +42,7 @@ async def endpoint(ws: WebSocket) -> None:
                 for member in tuple(ROOMS.get("bench", ())):
                     try:
                         await member.send_text(out)
-                    except Exception:  # noqa: BLE001 - a receiver that went away; its own loop cleans up
+                    except Exception:
                         pass
                 if ack_id is not None:
                     await ws.send_text(_dumps(["ack", ack_id, None]))
