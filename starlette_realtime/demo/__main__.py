@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 from collections.abc import Sequence
@@ -25,7 +26,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     secret = os.environ.get("STARLETTE_REALTIME_DEMO_SECRET") or None
     app, realtime = create_app(backend=args.backend, secret_key=secret, history=args.history)
     print(f"starlette-realtime chat demo on http://{args.host}:{args.port}/ (backend {args.backend})", flush=True)
-    run(app, routers=[realtime], host=args.host, port=args.port, log_level=args.log_level)
+    # uvicorn re-raises the SIGINT it drained on: Ctrl-C is the normal way to stop the demo.
+    with contextlib.suppress(KeyboardInterrupt):
+        run(app, routers=[realtime], host=args.host, port=args.port, log_level=args.log_level)
 
 
 if __name__ == "__main__":

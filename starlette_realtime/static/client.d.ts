@@ -129,7 +129,8 @@ export interface ClientEvents {
   recovery_failed: { sid: string };
   error: { code: string; message: string };
   $resync: { room: string; epoch: string };
-  $presence: { room: string; user: string; status: "online" | "offline"; meta: unknown };
+  /** `seq` orders a room's presence changes: skip events with a `seq` at most the one of your last `$presence.list`. */
+  $presence: { room: string; user: string; status: "online" | "offline"; meta: unknown; seq?: number };
 }
 
 export type Handler<T = any> = (data: T, meta: EventMeta) => unknown;
