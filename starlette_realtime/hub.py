@@ -75,7 +75,7 @@ class Hub:
         # encoded once per encoding and the same ASGI message object is shared.
         last: Codec | None = None
         msg: dict[str, Any] = {}
-        size = 0
+        size = run = 0
         for conn in members.values():
             if conn.sid == exclude or (others and not conn.rooms.isdisjoint(others)):
                 continue
@@ -84,6 +84,9 @@ class Hub:
                 continue
             codec = conn.codec
             if codec is not last:
+                # Bytes out per run of receivers with one encoding: no per-receiver sum.
+                nbytes += size * (count - run)
+                run = count
                 entry = cache.get(codec)
                 if entry is None:
                     entry = cache[codec] = encode_publication(codec, pub)
@@ -91,7 +94,7 @@ class Hub:
                 last = codec
             conn.outbox.push(msg, size, volatile)
             count += 1
-            nbytes += size
+        nbytes += size * (count - run)
         self.deliveries += count
         # Metrics once per publication, never per receiver.
         self._metrics.broadcast(pub.ns, pub.event, count, nbytes, pub.ts)
