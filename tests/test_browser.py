@@ -150,6 +150,34 @@ async def test_two_pages_chat_with_presence_and_typing() -> None:
             assert ada.errors == []
 
 
+MSGPACK_ROUND_TRIP = """async () => {
+  const { RealtimeClient } = await import("/realtime/client.js");
+  const res = await fetch("/token", { method: "POST", headers: { "content-type": "application/json" },
+                                     body: JSON.stringify({ name: "mp" }) });
+  const { token } = await res.json();
+  // A relative URL without the trailing slash: the client adds it.
+  const client = new RealtimeClient("/realtime", { namespaces: ["/chat"], encoding: "msgpack", auth: token });
+  const received = new Promise((resolve) => client.on("message", (msg, meta) => resolve([msg, meta])));
+  await client.connect();
+  await client.call("join", "lobby");
+  const sent = await client.call("say", { room: "lobby", text: "binary ✓" });
+  const [msg, meta] = await received;
+  client.close();
+  return { url: client.url, sent: sent.text, received: msg.text, same: msg.id === sent.id, room: meta.room };
+}"""
+
+
+async def test_msgpack_client_in_chromium_talks_to_the_real_server() -> None:
+    with anyio.fail_after(60), demo_server() as node:
+        async with chromium() as browser:
+            page = await browser.new_page()
+            page.set_default_timeout(TIMEOUT)
+            await page.goto(node.http + "/")
+            result = await page.evaluate(MSGPACK_ROUND_TRIP)
+            assert result == {"url": "/realtime/", "sent": "binary ✓", "received": "binary ✓", "same": True,
+                              "room": "lobby"}
+
+
 async def test_page_answers_heartbeats_and_detects_a_frozen_server() -> None:
     with anyio.fail_after(60), demo_server(DEMO_PING_INTERVAL="0.5", DEMO_PING_TIMEOUT="0.5") as node:
         async with chromium() as browser:

@@ -22,7 +22,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, cast
 
@@ -194,7 +194,7 @@ async def _index(request: Request) -> Response:
     return FileResponse(STATIC / "index.html", headers={"content-security-policy": CSP, "cache-control": "no-cache"})
 
 
-def _token_view(tokens: SignedTokenAuth) -> Any:
+def _token_view(tokens: SignedTokenAuth) -> Callable[[Request], Awaitable[Response]]:
     async def token(request: Request) -> Response:
         try:
             body = await request.json()
