@@ -12,12 +12,12 @@ without a room).  Clients list a room they are in with the built-in
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Final, Literal
 
+import anyio
 import msgspec
 
 from .backends.base import PresenceChange, PresencePage, PresenceStore
@@ -117,7 +117,7 @@ class PresenceMixin(RealtimeEndpoint):
     def __init__(self) -> None:
         super().__init__()
         self._presence: Tracker | None = None
-        self._presence_lock: asyncio.Lock | None = None
+        self._presence_lock: anyio.Lock | None = None
         self._heartbeat = False
         self._next_collect = 0.0
 
@@ -304,7 +304,7 @@ class PresenceMixin(RealtimeEndpoint):
         if tracker is not None:
             return tracker
         if self._presence_lock is None:
-            self._presence_lock = asyncio.Lock()
+            self._presence_lock = anyio.Lock()
         async with self._presence_lock:
             if self._presence is None:
                 self._presence = await self._start_presence()

@@ -15,15 +15,15 @@ process, so no node can die without taking its users with it.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from .backends.base import PresenceChange, PresencePage, PresenceStore
-from .exceptions import RealtimeError
+import anyio
+
+from .backends.base import PresenceChange, PresencePage, PresenceReset, PresenceStore
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -35,10 +35,6 @@ GLOBAL_ROOM = "#online"
 
 #: Publishes the transitions of one room (called in ``seq`` order, under the room's lock).
 Publish = Callable[[str, Sequence[PresenceChange]], Awaitable[None]]
-
-
-class RetryNow(RealtimeError):
-    """Raised by a store to ask for the room to be re-synced at once (its node identity changed)."""
 
 
 class _User:
@@ -56,7 +52,7 @@ class _Room:
 
     def __init__(self) -> None:
         self.users: dict[str, _User] = {}
-        self.lock = asyncio.Lock()
+        self.lock = anyio.Lock()
         self.pending: set[str] = set()
         self.full = False
         self.refs = 0
@@ -114,7 +110,7 @@ class Tracker:
                     try:
                         await self._flush_locked(room, r)
                         break
-                    except RetryNow:
+                    except PresenceReset:
                         # The store changed this node's identity: write the room again.
                         r.full = True
                         self._dirty.add(room)
@@ -147,7 +143,7 @@ class Tracker:
                 return
         try:
             changes = await self.store.presence_apply(self.namespace, room, adds, removes, replace=full)
-        except RetryNow:
+        except PresenceReset:
             r.pending |= pending
             raise
         except Exception as exc:
@@ -312,4 +308,4 @@ class MemoryPresence:
         return f"MemoryPresence(rooms={len(self._rooms)})"
 
 
-__all__ = ["GLOBAL_ROOM", "MemoryPresence", "Publish", "RetryNow", "Tracker"]
+__all__ = ["GLOBAL_ROOM", "MemoryPresence", "Publish", "Tracker"]

@@ -16,7 +16,7 @@ from conftest import ServerThread, serve
 from presence_app import make_app, token
 
 from starlette_realtime import AckError, RealtimeEndpoint, RealtimeRouter
-from starlette_realtime.backends.base import PresenceChange, PresenceStore
+from starlette_realtime.backends.base import PresenceChange, PresenceReset, PresenceStore
 from starlette_realtime.client import RealtimeClient
 from starlette_realtime.connection import ConnectionState
 from starlette_realtime.presence import PresenceMixin
@@ -188,6 +188,48 @@ async def test_tracker_resyncs_a_room_after_a_store_failure() -> None:
     assert await tracker.flush_dirty()
     assert [m for m, _ in (await store.presence_page(NS, "r", None, None)).members] == ["bob"]
     check_events([(c.user, c.online, c.seq) for c in rec.events["r"]], {"bob"}, "resync")
+
+
+async def test_tracker_writes_the_room_again_when_the_store_resets() -> None:
+    class ResettingStore(MemoryPresence):
+        def __init__(self) -> None:
+            super().__init__()
+            self.resets = 1
+            self.calls: list[bool] = []
+
+        async def presence_apply(self, ns: str, room: str, adds: Any, removes: Any, *, replace: bool = False) -> Any:
+            self.calls.append(replace)
+            if self.resets:
+                self.resets -= 1
+                raise PresenceReset
+            return await super().presence_apply(ns, room, adds, removes, replace=replace)
+
+    store = ResettingStore()
+    tracker = Tracker(NS, store, Recorder())
+    await tracker.track("r", "ada", FakeConn(), b"{}")  # type: ignore[arg-type]
+    assert store.calls == [False, True]
+    assert await store.presence_contains(NS, "r", "ada") and tracker.stats()["dirty"] == 0
+
+
+def test_metadata_is_an_allowlist_with_a_size_limit() -> None:
+    class Chat(PresenceMixin, RealtimeEndpoint):
+        namespace = "/chat"
+        presence_fields = ("name", "avatar", "missing")
+        presence_max_meta = 64
+
+    class Conn:
+        sid, namespace = "s", "/chat"
+
+        def __init__(self, user: Any) -> None:
+            self.user = user
+
+    endpoint = Chat()
+    user = type("U", (), {"name": "Ada", "avatar": "a.png", "email": "ada@x", "password": "pw"})()
+    assert endpoint._encode_meta(Conn(user)) == b'{"name":"Ada","avatar":"a.png"}'  # type: ignore[arg-type]
+    assert endpoint._encode_meta(Conn({"name": "Bob", "email": "b@x"})) == b'{"name":"Bob"}'  # type: ignore[arg-type]
+    assert endpoint._encode_meta(Conn({"name": "x" * 100})) == b"{}"  # type: ignore[arg-type]  # too large
+    Chat.presence_meta = lambda self, conn: ["not", "a", "dict"]  # type: ignore[assignment,method-assign,misc]
+    assert endpoint._encode_meta(Conn(user)) == b"{}"  # type: ignore[arg-type]
 
 
 async def test_tracker_collects_connections_that_closed_without_leaving() -> None:

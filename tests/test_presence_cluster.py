@@ -42,6 +42,7 @@ class Host:
         self._node_id = node_id
         self._prefix = prefix
         self.callbacks: list[Any] = []
+        self.healthy = True
 
     @property
     def redis(self) -> Any:
@@ -171,6 +172,25 @@ async def test_entries_come_back_after_redis_loses_them(client: Any) -> None:
         check_events(events(a, b)[5:], {f"u{i}" for i in range(5)}, "after the loss")
         await a.beat()  # reaps a's old member (nothing left of it)
         assert [u for u, _ in (await a.store.presence_page(NS, "r", None, None)).members] == [f"u{i}" for i in range(5)]
+
+
+async def test_changes_made_while_redis_is_unreachable_are_written_later(client: Any) -> None:
+    p = prefix()
+    a = await StoreNode(client, "a", p).start()
+    b = await StoreNode(client, "b", p).start()
+    ada, bob = FakeConn(), FakeConn()
+    async with asyncio.timeout(5):
+        await a.tracker.track("r", "ada", ada, b"{}")  # type: ignore[arg-type]
+        a.host.healthy = False  # the backend's link is down: presence fails fast, locally
+        await a.tracker.track("r", "bob", bob, b"{}")  # type: ignore[arg-type]
+        await a.tracker.untrack("r", "ada", ada)  # type: ignore[arg-type]
+        await a.beat()  # skipped while unhealthy
+        assert a.tracker.stats()["dirty"] == 1
+        assert [u for u, _ in (await b.store.presence_page(NS, "r", None, None)).members] == ["ada"]
+        a.host.healthy = True
+        await a.beat()
+        assert [u for u, _ in (await b.store.presence_page(NS, "r", None, None)).members] == ["bob"]
+        check_events(events(a), {"bob"}, "after the outage")
 
 
 async def test_a_node_that_was_paused_past_its_deadline_comes_back_without_flapping(client: Any) -> None:

@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
+from ..exceptions import RealtimeError
 from ..frames import Position
 
 
@@ -155,6 +156,13 @@ class PresencePage(msgspec.Struct, frozen=True):
     cursor: str | None = None
 
 
+class PresenceReset(RealtimeError):
+    """Raised by ``presence_apply`` when the store no longer holds this node's entries.
+
+    The caller writes the room again with ``replace=True`` (its whole set for the room).
+    """
+
+
 @runtime_checkable
 class PresenceStore(Protocol):
     """A backend (or a companion object) that keeps who is present in each room.
@@ -186,6 +194,7 @@ class PresenceStore(Protocol):
 
         Raises:
             BackendUnavailable: the store cannot be reached.
+            PresenceReset: the store lost this node's entries; write the room again with ``replace``.
         """
 
     async def presence_page(self, ns: str, room: str, cursor: str | None, limit: int | None) -> PresencePage:
@@ -206,6 +215,7 @@ __all__ = [
     "HistoryReply",
     "PresenceChange",
     "PresencePage",
+    "PresenceReset",
     "PresenceStore",
     "Publication",
     "SessionStore",
