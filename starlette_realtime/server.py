@@ -56,4 +56,8 @@ def run(
     """
     options.setdefault("ws_per_message_deflate", False)
     config = uvicorn.Config(app, host=host, port=port, **options)
-    Server(config, routers).run()
+    try:
+        Server(config, routers).run()
+    except KeyboardInterrupt:
+        # uvicorn has already shut down gracefully; a second Ctrl-C lands here.
+        pass
