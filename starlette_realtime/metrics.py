@@ -60,6 +60,9 @@ class Metrics:
     def backend_reconnected(self) -> None:
         """The backend's link came back after an outage."""
 
+    def tick(self) -> None:
+        """Called by the router's scheduler about once a second (to flush buffered counts)."""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 

@@ -202,6 +202,7 @@ class RealtimeRouter:
         tick = max(0.05, min(1.0, cfg.ping_interval / 4, cfg.ping_timeout / 4))
         while True:
             await anyio.sleep(tick)
+            self.metrics.tick()
             now = self.clock()
             for link in list(self.links):
                 action = heartbeat_action(

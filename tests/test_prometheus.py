@@ -354,3 +354,22 @@ def test_bytes_out_are_exact_with_mixed_encodings() -> None:
     sample = metrics.sample()
     assert len(pushed) == 7 and len(set(pushed)) == 2
     assert (sample.events_sent, sample.sent_bytes) == (7, sum(pushed))
+
+
+def test_hot_path_counts_are_buffered_until_a_flush() -> None:
+    metrics = PrometheusMetrics()
+    metrics.message_in(10)
+    metrics.broadcast("/c", "e", 3, 30, time.time())
+    metrics.handler_finished("/c", "h", metrics.handler_started(), None)
+    get = metrics.registry.get_sample_value
+    # Read from a thread without an event loop: no flush (the hot paths take no lock).
+    assert get(P + "received_bytes_total") == 0
+    metrics.tick()  # what the router's scheduler calls about once a second
+    assert get(P + "received_bytes_total") == 10 and get(P + "messages_received_total") == 1
+    assert get(P + "events_sent_total", {"namespace": "/c", "event": "e"}) == 3
+    assert get(P + "sent_bytes_total", {"namespace": "/c"}) == 30
+    assert get(P + "events_received_total", {"namespace": "/c", "event": "h"}) == 1
+    assert get(P + "handler_duration_seconds_count", {"namespace": "/c", "event": "h"}) == 1
+    assert get(P + "backend_lag_seconds_count") == 1
+    metrics.tick()  # nothing new: nothing added twice
+    assert get(P + "events_sent_total", {"namespace": "/c", "event": "e"}) == 3
