@@ -96,9 +96,9 @@ class PresenceMixin(RealtimeEndpoint):
         presence_fields: the attributes (or keys) of ``conn.user`` that become its
             public metadata, e.g. ``("display_name", "avatar")``.  Nothing else of
             the user object is ever sent; override :meth:`presence_meta` for more.
-        presence_ttl: seconds after which the users of a node that died without
-            cleaning up go offline (Redis only; a graceful shutdown removes them
-            at once).
+        presence_ttl: seconds within which the users of a node that died without
+            cleaning up go offline (Redis only, at least two heartbeat intervals;
+            a graceful shutdown removes them at once).
         presence_max_meta: the most bytes of JSON-encoded metadata per user; larger
             metadata is replaced by ``{}`` and logged.
     """

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import secrets
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -429,7 +430,8 @@ async def random_schedule(servers: list[Any], clients: list[Any], seed: int, *, 
     exactly the users with a connection in the room.
     """
     rng = random.Random(seed)
-    rooms = ["r1", "r2", "r3"]
+    # Fresh room names: clients of an earlier run on the same nodes may still be leaving theirs.
+    rooms = [f"r{i}-{secrets.token_hex(3)}" for i in range(3)]
     users = ["ann", "ben", "cat", "dan"]
     watchers = [Watcher(srv) for srv in servers]
     clients += [w.rt for w in watchers]

@@ -108,9 +108,14 @@ class RedisPresence:
     Args:
         backend: the started Redis backend whose client and heartbeat it uses.
         namespace: the namespace it serves.
-        ttl: seconds after which the users of a node that stopped refreshing (it
-            died) go offline; the node's heartbeat refreshes it about every second.
+        ttl: seconds within which the users of a node that died without cleaning
+            up go offline.  A node's deadline is ``ttl`` minus one heartbeat interval
+            after its last heartbeat, and dead nodes are looked for on every
+            heartbeat, so that the two add up to at most ``ttl``.
         clock: a monotonic clock (for tests).
+
+    Raises:
+        ValueError: ``ttl`` is shorter than two heartbeat intervals.
     """
 
     def __init__(
@@ -121,13 +126,17 @@ class RedisPresence:
         ttl: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if ttl < 1.0:
-            raise ValueError("the presence ttl must be at least 1 second")
+        interval = float(getattr(backend, "heartbeat_interval", 1.0))
+        if ttl < 2 * interval:
+            raise ValueError(f"the presence ttl must be at least two heartbeat intervals ({2 * interval} s)")
         self._backend = backend
         self.namespace = namespace
         self.ttl = ttl
         self._clock = clock
-        self._ttl_ms = int(ttl * 1000)
+        self._interval = interval
+        # How long a member lives after a refresh: found dead at most one beat later.
+        self._window = ttl - interval
+        self._ttl_ms = int(self._window * 1000)
         self._key_ttl_ms = int((3 * ttl + 10) * 1000)
         self.refresh_every = ttl / 3
         prefix = backend.prefix
@@ -211,7 +220,7 @@ class RedisPresence:
         self._check_ns(ns)
         if not self._healthy():
             raise BackendUnavailable("Redis is unreachable")
-        if self._clock() - self._alive_at > self.ttl / 2:
+        if self._clock() - self._alive_at > self._window / 2:
             # We have not refreshed our deadline for a while (a pause, an outage):
             # it may have passed and others may be reaping us.  Check first.
             if await self._liveness() != 0:
@@ -315,7 +324,7 @@ class RedisPresence:
 
     async def _keep_alive(self) -> None:
         # Long clean-ups must not let our own deadline pass.
-        if self._clock() - self._alive_at > min(1.0, self.ttl / 4):
+        if self._clock() - self._alive_at > min(self._interval, self._window / 4):
             await self._liveness()
 
     async def _refresh_keys(self, rooms: list[str]) -> None:
