@@ -118,7 +118,7 @@ async function rejoin(name) {
 // A listing replaces the room's members; it reflects every $presence event up to its `seq`.
 function setMembers({ room: name, seq, members }) {
   if (!demo.rooms.has(name)) return;
-  Object.assign(room(name), { members: new Set(members.map((m) => m.user)), presenceSeq: seq });
+  Object.assign(room(name), { members: new Set(members.map((m) => m.user)), presenceSeq: seq, userSeq: new Map() });
   if (name === demo.current) renderMembers();
 }
 
@@ -245,8 +245,12 @@ function stopTyping(r, user) {
 function onPresence({ room: name, user, status, seq }) {
   if (!demo.rooms.has(name)) return;
   const r = room(name);
-  if (seq != null && seq <= r.presenceSeq) return; // the last listing has it already
-  if (seq != null) r.presenceSeq = seq;
+  // Events from two nodes may arrive out of order: apply one only if it is newer than the
+  // listing and than the last event about the same user (docs/presence.md).
+  if (seq != null) {
+    if (seq <= (r.presenceSeq ?? 0) || seq <= (r.userSeq?.get(user) ?? 0)) return;
+    (r.userSeq ??= new Map()).set(user, seq);
+  }
   const members = r.members;
   if (status === "online") members.add(user);
   else members.delete(user);
