@@ -223,6 +223,31 @@ def micro(receivers: int, publications: int, repeats: int) -> dict[str, list[flo
     return runs
 
 
+def per_call(repeats: int) -> dict[str, dict[str, float]]:
+    """Nanoseconds per call of each hook on the hot paths, no-op Metrics vs PrometheusMetrics (best of repeats).
+
+    Timed in this process, after the fan-out loop and before the servers start.
+    """
+    import timeit
+
+    from starlette_realtime.prometheus import PrometheusMetrics
+
+    ts = time.time()
+    result: dict[str, dict[str, float]] = {}
+    for name, metrics in (("off", Metrics()), ("on", PrometheusMetrics())):
+        calls = {
+            "broadcast": lambda m=metrics: m.broadcast(NS, "msg", 1000, 100_000, ts),
+            "handler_started+finished": lambda m=metrics: m.handler_finished(NS, "echo", m.handler_started(), None),
+            "message_in": lambda m=metrics: m.message_in(120),
+        }
+        # Many short repeats, best of them: on a shared machine a long repeat is likely to be preempted.
+        result[name] = {
+            hook: round(min(timeit.repeat(call, number=2_000, repeat=repeats)) / 2_000 * 1e9, 1)
+            for hook, call in calls.items()
+        }
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--receivers", type=int, default=1000)
@@ -237,6 +262,8 @@ def main() -> None:
     hub_runs = micro(args.receivers, max(args.publications, 2000), max(args.repeats, 15))
     hub_off, hub_on = statistics.median(hub_runs["off"]), statistics.median(hub_runs["on"])
     print(f"Hub.deliver alone: {hub_off * 1e9:.1f} ns/delivery off, {hub_on * 1e9:.1f} ns/delivery on", flush=True)
+    calls = per_call(max(args.repeats * 10, 100))
+    print(f"ns per call: {calls}", flush=True)
     runs: dict[str, list[float]] = {"off": [float("nan")], "on": [float("nan")]}
     if not args.micro_only:
         servers = {name: start_server(name, server_cpu) for name in ("off", "on")}
@@ -260,6 +287,7 @@ def main() -> None:
         "versions": {p: metadata.version(p) for p in ("starlette-realtime", "prometheus-client", "uvicorn", "picows")},
         "receivers": args.receivers,
         "publications": args.publications,
+        "ns_per_call": calls,
         "hub_deliver_ns_per_delivery": {"off": round(hub_off * 1e9, 2), "on": round(hub_on * 1e9, 2)},
         "hub_deliver_overhead_ns_per_publication": round((hub_on - hub_off) * args.receivers * 1e9),
         "server_us_per_delivery": {"off": round(off * 1e6, 4), "on": round(on * 1e6, 4)},

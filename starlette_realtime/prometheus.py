@@ -58,6 +58,7 @@ KNOWN_REASONS: frozenset[str] = frozenset({
     "rate limited",
     "protocol error",
     "message too big",
+    "token expired",
     "kicked",
 })
 
