@@ -151,6 +151,40 @@ def machine_busy_seconds() -> float:
     return cpu_busy_seconds(SERVER_CPU) + cpu_busy_seconds(CLIENT_CPU)
 
 
+def other_cpu_snapshot(exclude: set[int]) -> dict[int, float]:
+    """CPU seconds (own + reaped children) of every process on the machine except ours, by pid."""
+    out: dict[int, float] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) in exclude:
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                v = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(name)] = (int(v[11]) + int(v[12]) + int(v[13]) + int(v[14])) / CLK_TCK
+    return out
+
+
+class ForeignLoad:
+    """How much CPU other processes (other jobs on a shared machine) used between start() and stop(), in cores.
+    Counted per process rather than from /proc/stat, where interrupt time caused by our own traffic on an idle core
+    would look foreign."""
+
+    def __init__(self, *pids: int):
+        self.exclude = {os.getpid(), *pids}
+
+    def start(self) -> ForeignLoad:
+        self.t0 = time.monotonic()
+        self.s0 = other_cpu_snapshot(self.exclude)
+        return self
+
+    def stop(self) -> float:
+        s1 = other_cpu_snapshot(self.exclude)
+        used = sum(max(0.0, v - self.s0.get(pid, 0.0)) for pid, v in s1.items())
+        return used / max(1e-6, time.monotonic() - self.t0)
+
+
 def wait_quiet(threshold: float, max_wait: float) -> float:
     """Wait (at most max_wait s) until our two cores are nearly idle for a 1 s sample; returns the last busy level."""
     deadline = time.monotonic() + max_wait
@@ -1016,12 +1050,12 @@ def fanout_phase(srv: Server, pub: WorkerHandle, recv: list[WorkerHandle], pub_k
                  timeout: float) -> dict[str, Any]:
     call_all([(w, "arm", {}) for w in recv], 10)
     cpu0, c1_0, t0, rss0 = srv.cpu(), cpu_busy_seconds(CLIENT_CPU), time.monotonic(), srv.rss_kib()
-    m0 = machine_busy_seconds()
+    fl = ForeignLoad(srv.pid, pub.proc.pid or 0, *(w.proc.pid or 0 for w in recv)).start()
     p = pub.call("publish", timeout + 60, **pub_kw)
     rs = call_all([(w, "wait", dict(expect=p["sent"], timeout=pub_kw.get("drain", 10.0))) for w in recv],
                   pub_kw.get("drain", 10.0) + 30)
     cpu1, c1_1, t1 = srv.cpu(), cpu_busy_seconds(CLIENT_CPU), time.monotonic()
-    m1 = machine_busy_seconds()
+    foreign = fl.stop()
     deliveries = sum(r["total"] for r in rs)
     last = max((r["last_msg"] for r in rs), default=0.0)
     span = last - p["t_first"] if deliveries else 0.0
@@ -1041,7 +1075,7 @@ def fanout_phase(srv: Server, pub: WorkerHandle, recv: list[WorkerHandle], pub_k
         "server_cpu_util": (cpu1 - cpu0) / wall, "client_cpu_util": client_cpu / wall,
         "client_core_busy": (c1_1 - c1_0) / wall if CLIENT_CPU is not None else None,
         # CPU used on our two cores by anything but the server and the client processes (other jobs on the box)
-        "foreign_cpu": max(0.0, (m1 - m0) - (cpu1 - cpu0) - client_cpu) / wall,
+        "foreign_cpu": foreign,
         "rss_growth_kib": srv.rss_kib() - rss0,
         "lat_p50_ms": p50 and p50 * 1e3, "lat_p99_ms": p99 and p99 * 1e3, "lat_p999_ms": p999 and p999 * 1e3,
         "wall_s": wall, "errors": (p["errors"] + [e for r in rs for e in r["errors"]])[:10],
@@ -1056,7 +1090,7 @@ def run_fanout(spec: ServerSpec, n: int, args: argparse.Namespace, check: Check,
         counts[0] += 1  # the extra, slow receiver: the last connection of worker 0
     payload = args.slow_payload if slow else args.payload
     pad = pad_for(payload)
-    out: dict[str, Any] = {"server": spec.key, "n": n, "slow": slow}
+    out: dict[str, Any] = {"server": spec.key, "n": n, "slow_variant": slow}
     with Server(spec, server_env(args)) as srv, Clients(n_recv_procs + 1) as cl:
         pub, recv = cl.workers[0], cl.workers[1:]
         conn = connect_all(recv, srv.url(), spec, counts, ROOM, args, args.connect_timeout, pad)
@@ -1113,9 +1147,10 @@ def run_capacity(spec: ServerSpec, c: int, args: argparse.Namespace, check: Chec
     with Server(spec, server_env(args)) as srv, Clients(procs) as cl:
         time.sleep(0.5)
         rss0 = srv.rss_kib()
-        cpu0, m0, t0 = srv.cpu(), machine_busy_seconds(), time.monotonic()
+        fl = ForeignLoad(srv.pid, *(w.proc.pid or 0 for w in cl.workers)).start()
+        cpu0 = srv.cpu()
         conn = connect_all(cl.workers, srv.url(), spec, counts, None, args, args.connect_timeout)
-        cpu1, m1, t1 = srv.cpu(), machine_busy_seconds(), time.monotonic()
+        cpu1, foreign = srv.cpu(), fl.stop()
         out["connect"] = conn
         check(conn["ok"] == c, f"opened {conn['ok']}/{c}: {conn['errors']}")
         time.sleep(1.0)
@@ -1137,7 +1172,7 @@ def run_capacity(spec: ServerSpec, c: int, args: argparse.Namespace, check: Chec
             "opened": conn["ok"], "handshakes_per_s": conn["per_s"], "connect_s": conn["seconds"],
             "server_cpu_ms_per_handshake": (cpu1 - cpu0) / conn["ok"] * 1e3 if conn["ok"] else None,
             "client_cpu_util_connect": conn["client_cpu"] / conn["seconds"] if conn["seconds"] else None,
-            "foreign_cpu": max(0.0, (m1 - m0) - (cpu1 - cpu0) - conn["client_cpu"]) / (t1 - t0),
+            "foreign_cpu": foreign,
             "rss_base_kib": rss0, "rss_kib": rss1, "rss_after_hold_kib": rss2,
             "kib_per_conn": (rss1 - rss0) / conn["ok"] if conn["ok"] else None,
             "hold_s": args.hold, "heartbeats_per_conn": pings / conn["ok"] if conn["ok"] else 0,
@@ -1172,9 +1207,10 @@ def run_ack(spec: ServerSpec, n: int, args: argparse.Namespace, check: Check) ->
             w.send("ack_run", start=start, measure_start=measure_start, deadline=deadline,
                    pad_len=pad_for(args.payload), timeout=10.0)
         time.sleep(max(0.0, measure_start - time.monotonic()))
-        cpu0, c1_0, m0 = srv.cpu(), cpu_busy_seconds(CLIENT_CPU), machine_busy_seconds()
+        fl = ForeignLoad(srv.pid, *(w.proc.pid or 0 for w in cl.workers)).start()
+        cpu0, c1_0 = srv.cpu(), cpu_busy_seconds(CLIENT_CPU)
         time.sleep(max(0.0, deadline - time.monotonic()))
-        cpu1, c1_1, m1 = srv.cpu(), cpu_busy_seconds(CLIENT_CPU), machine_busy_seconds()
+        cpu1, c1_1, foreign = srv.cpu(), cpu_busy_seconds(CLIENT_CPU), fl.stop()
         rs = [w.recv(args.duration + args.warmup + 30) for w in cl.workers]
         acks = sum(r["acks"] for r in rs)
         p50, p99, p999 = pctl(cat_bytes([r["rtt"] for r in rs]), [50, 99, 99.9])
@@ -1185,8 +1221,7 @@ def run_ack(spec: ServerSpec, n: int, args: argparse.Namespace, check: Check) ->
             "server_cpu_util": (cpu1 - cpu0) / args.duration,
             "cpu_s_per_M": (cpu1 - cpu0) / acks * 1e6 if acks else None,
             "client_cpu_util": sum(r["cpu"] for r in rs) / total_span,
-            "foreign_cpu": max(0.0, (m1 - m0) - (cpu1 - cpu0) - sum(r["cpu"] for r in rs) * args.duration / total_span)
-            / args.duration,
+            "foreign_cpu": foreign,
             "client_core_busy": (c1_1 - c1_0) / args.duration if CLIENT_CPU is not None else None,
             "bad": sum(r["bad"] for r in rs), "unanswered": sum(r["unanswered"] for r in rs),
             "closed": sum(r["closed"] for r in rs), "errors": [e for r in rs for e in r["errors"]][:10],
@@ -1274,7 +1309,7 @@ def median_of(values: list[Any]) -> Any:
 def summarize(runs: list[dict[str, Any]], metrics: list[tuple[str, str, str]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for r in runs:
-        key = f"{r['n']}{'+slow' if r.get('slow') is True else ''}"
+        key = f"{r['n']}{'+slow' if r.get('slow_variant') else ''}"
         out.setdefault(key, {}).setdefault(r["server"], []).append(r)
     summary: dict[str, Any] = {}
     for key, by_server in out.items():
@@ -1332,28 +1367,31 @@ def plot(workload: str, summary: dict[str, Any], metrics: list[tuple[str, str, s
     import matplotlib.pyplot as plt
     import numpy as np
 
-    shown = [(m, label) for m, label, _ in metrics if "util" not in m and "busy" not in m and "stalled" not in m][:8]
+    skip = ("util", "busy", "stalled", "closed", "foreign", "p999", "answered")
+    shown = [(m, label) for m, label, _ in metrics if not any(k in m for k in skip)][:12]
     if not shown:
         return
     cols = 2
     rows = math.ceil(len(shown) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(11, 3.2 * rows), squeeze=False)
-    keys = list(summary)
+    fig, axes = plt.subplots(rows, cols, figsize=(11, 3.0 * rows), squeeze=False)
     for ax, (m, label) in zip(axes.flat, shown, strict=False):
+        # only the sizes where this metric exists (the slow-receiver variant has its own key, e.g. "100+slow")
+        keys = [k for k in summary if any(isinstance(v.get(m), (int, float)) for v in summary[k].values())]
         width = 0.8 / max(1, len(servers))
         x = np.arange(len(keys))
         for i, s in enumerate(servers):
             vals = [summary[k].get(s, {}).get(m) for k in keys]
             vals = [float(v) if isinstance(v, (int, float)) else np.nan for v in vals]
             ax.bar(x + i * width, vals, width, label=SERVERS[s].label)
-        ax.set_xticks(x + width * (len(servers) - 1) / 2, [f"N={k}" for k in keys])
+        ax.set_xticks(x + width * (len(servers) - 1) / 2,
+                      [f"N={k.replace('+slow', ' + 1 slow')}" for k in keys])
         ax.set_title(label, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[len(shown):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
     fig.suptitle(f"{workload} (medians; server on 1 core, uvicorn websockets-sansio + uvloop)", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
