@@ -51,6 +51,8 @@ class Outbox:
 
     __slots__ = (
         "_busy",
+        "_closed",
+        "_direct",
         "_fast",
         "_inflight",
         "_max_bytes",
@@ -62,8 +64,6 @@ class Outbox:
         "_queued_bytes",
         "_send",
         "_waiter",
-        "_direct",
-        "_closed",
         "dropped",
     )
 
