@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from .auth import Identity, SessionAuth, SignedTokenAuth, StarletteAuth
 from .backends import Backend, MemoryBackend
 from .connection import Connection, ConnectionState
-from .dispatch import on_event
+from .dispatch import on_event, outgoing
 from .emitter import BroadcastOperator, Emitter
 from .endpoint import RealtimeEndpoint
 from .exceptions import (
@@ -41,6 +42,7 @@ __all__ = [
     "Emitter",
     "Forbidden",
     "HandlerError",
+    "Identity",
     "InvalidRoom",
     "LimitExceeded",
     "Limits",
@@ -54,6 +56,10 @@ __all__ = [
     "RealtimeError",
     "RealtimeRouter",
     "Rejected",
+    "SessionAuth",
+    "SignedTokenAuth",
     "SlowConsumer",
+    "StarletteAuth",
     "on_event",
+    "outgoing",
 ]

@@ -54,6 +54,9 @@ class Connection:
         recovered: ``True`` when this connection resumed an earlier session with nothing lost.
         state: CONNECTING, OPEN, CLOSING or CLOSED.
         scope: the ASGI scope of the WebSocket handshake.
+        expires_at: when the user's credential expires (seconds since the epoch), taken from
+            ``user.expires_at``; the WebSocket is closed with 4003 then, unless the client
+            sends a fresh credential with ``$auth``.  ``None``: never.
     """
 
     __slots__ = (
@@ -64,6 +67,7 @@ class Connection:
         "data",
         "dedup",
         "endpoint",
+        "expires_at",
         "joined",
         "link",
         "namespace",
@@ -97,6 +101,7 @@ class Connection:
         #: While connecting or recovering, live publications wait here.
         self.buffer: list[Publication] | None = None
         self.dedup = DedupWindow()
+        self.expires_at: float | None = None
 
     # Rooms -----------------------------------------------------------------
 

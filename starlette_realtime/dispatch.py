@@ -114,6 +114,52 @@ class Handler:
         return f"Handler({self.name!r}, payload={self.payload_type!r})"
 
 
+_FILTER_MARK: Final = "__realtime_outgoing__"
+OUTGOING_NAME: Final = re.compile(r"^\$?[A-Za-z0-9_.:\-/]{1,64}$")
+G = TypeVar("G", bound=Callable[..., Any])
+
+
+def outgoing(event: str) -> Callable[[G], G]:
+    """Mark an endpoint method as the outgoing filter of an event (like Phoenix's ``intercept``).
+
+    The filter is ``def filt(self, conn, data) -> data | None``: for each connection of
+    this node about to receive ``event`` (live or replayed by recovery), it gets the
+    receiver and the decoded payload, and returns the payload to send (the same, or a
+    redacted copy: do not mutate ``data``, it is shared) or ``None`` to send nothing.
+    It is a plain function, run inside the fan-out loop, so it must not block.  Only
+    events that have a filter pay for it: their payload is decoded once per publication
+    and encoded once per receiver.
+
+    Args:
+        event: the event name (a reserved one such as ``$presence`` may be filtered too).
+
+    Raises:
+        ValueError: the name is invalid.
+        TypeError: the filter is an ``async`` function.
+    """
+    if not OUTGOING_NAME.match(event):
+        raise ValueError(f"invalid event name {event!r}")
+
+    def decorate(fn: G) -> G:
+        if inspect.iscoroutinefunction(fn):
+            raise TypeError(f"@outgoing({event!r}) filter {fn.__qualname__} must be a plain function, not async")
+        setattr(fn, _FILTER_MARK, event)
+        return fn
+
+    return decorate
+
+
+def collect_filters(cls: type) -> dict[str, Callable[..., Any]]:
+    """Build the outgoing-filter table of an endpoint class (its bases' filters included)."""
+    table: dict[str, Callable[..., Any]] = {}
+    for klass in reversed(cls.__mro__):
+        for attr in vars(klass).values():
+            event = getattr(attr, _FILTER_MARK, None)
+            if isinstance(event, str):
+                table[event] = attr
+    return table
+
+
 def collect_handlers(cls: type) -> dict[str, Handler]:
     """Build the handler table of an endpoint class (its bases' handlers included)."""
     table: dict[str, Handler] = {}

@@ -7,16 +7,16 @@ hooks and handlers receive the :class:`~starlette_realtime.connection.Connection
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import msgspec
 
 from . import status
 from .connection import Connection, inline_handler
-from .dispatch import Handler, collect_handlers
+from .dispatch import Handler, collect_filters, collect_handlers
 from .emitter import BroadcastOperator
-from .exceptions import Forbidden, HandlerError
+from .exceptions import Forbidden, HandlerError, Rejected
 from .frames import Event
 from .link import log_fields
 
@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: The reserved client event that carries a fresh credential (docs/protocol.md).
+AUTH_EVENT: Final = "$auth"
+
 
 class RealtimeEndpoint:
     """Base class of a namespace.
@@ -32,18 +35,22 @@ class RealtimeEndpoint:
     Class attributes:
         namespace: the namespace path, e.g. ``"/chat"``.
         auth: an authenticator (e.g. :class:`~starlette_realtime.auth.SignedTokenAuth`)
-            checked before ``on_connect``; ``None`` accepts every connection.
+            checked before ``on_connect``, per namespace; ``None`` accepts every connection.
+        handlers: the ``@on_event`` handlers by event name (built per class).
+        filters: the ``@outgoing`` filters by event name (built per class).
     """
 
     namespace: ClassVar[str] = "/"
     auth: ClassVar[Any] = None
     handlers: ClassVar[dict[str, Handler]] = {}
+    filters: ClassVar[dict[str, Callable[..., Any]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if not cls.namespace.startswith("/"):
             raise ValueError(f"{cls.__name__}.namespace must start with '/': {cls.namespace!r}")
         cls.handlers = collect_handlers(cls)
+        cls.filters = collect_filters(cls)
 
     def __init__(self) -> None:
         self._router: RealtimeRouter | None = None
@@ -120,6 +127,16 @@ class RealtimeEndpoint:
                 conn.outbox.push(conn.codec.message(cached), len(cached))
                 return
             dedup.last_id = ack_id
+        if frame.event == AUTH_EVENT:
+            await self._reauthenticate(conn, frame)
+            return
+        if frame.event not in self.handlers:
+            # Unknown events are charged too, so that they cannot flood for free.
+            limited = link.router.limits.charge(link, "", None, None)
+            if limited is not None:
+                if ack_id is not None:
+                    link.reply_error(conn, ack_id, status.RATE_LIMITED, limited)
+                return
         handler = self.handlers.get(frame.event)
         if handler is None:
             # The name is the client's choice: keep it out of metric labels.
@@ -133,10 +150,15 @@ class RealtimeEndpoint:
             if ack_id is not None:
                 link.reply_error(conn, ack_id, status.RATE_LIMITED, limiter)
             return
+        too_big = link.router.limits.payload_error(frame.data, binary=conn.codec.binary)
+        if too_big is not None:
+            if ack_id is not None:
+                link.reply_error(conn, ack_id, status.LIMIT_EXCEEDED, too_big)
+            return
         if handler.takes_payload:
             try:
                 payload = handler.decode(conn.codec, frame.data)
-            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
                 link.router.metrics.event_rejected(conn.namespace, handler.name, status.INVALID_PAYLOAD)
                 if ack_id is not None:
                     link.reply_error(conn, ack_id, status.INVALID_PAYLOAD, str(exc))
@@ -156,6 +178,54 @@ class RealtimeEndpoint:
                 await self._run(conn, handler, payload, ack_id)
             finally:
                 inline_handler.reset(token)
+
+    async def _reauthenticate(self, conn: Connection, frame: Event) -> None:
+        """Handle ``$auth``: check a fresh credential for the same user and move the expiry."""
+        from .routing import user_key  # routing imports this module
+
+        link = conn.link
+        ack_id = frame.id
+        limits = link.router.limits
+        refused = limits.charge(link, "", None, None)
+        code = status.RATE_LIMITED
+        if refused is None:
+            refused = limits.payload_error(frame.data, binary=conn.codec.binary)
+            code = status.LIMIT_EXCEEDED
+        if refused is None:
+            try:
+                payload = conn.codec.payload_decoder(Any)(frame.data)
+            except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+                refused, code = "undecodable auth payload", status.INVALID_PAYLOAD
+        if refused is not None:
+            if ack_id is not None:
+                link.reply_error(conn, ack_id, code, refused)
+            return
+        previous = conn.auth
+        conn.auth = payload
+        try:
+            user = await self.authenticate(conn)
+            if user_key(user) != user_key(conn.user):
+                raise Rejected(status.FORBIDDEN, "a fresh credential must name the same user")
+        except Rejected as exc:
+            conn.auth = previous
+            logger.info(
+                "$auth refused with %s (link=%s sid=%s namespace=%s)", exc.code, link.id, conn.sid, conn.namespace
+            )
+            if ack_id is not None:
+                link.reply_error(conn, ack_id, exc.code, exc.message)
+            return
+        except Exception:
+            conn.auth = previous
+            logger.exception("$auth failed (link=%s sid=%s namespace=%s)", link.id, conn.sid, conn.namespace)
+            if ack_id is not None:
+                link.reply_error(conn, ack_id, status.INTERNAL_ERROR, "internal error")
+            return
+        conn.user = user
+        link.track_expiry(conn)
+        if ack_id is not None:
+            raw = link.protocol.ack(conn.namespace, ack_id, None)
+            conn.dedup.remember(ack_id, raw)
+            conn.outbox.push(conn.codec.message(raw), len(raw))
 
     async def _run(self, conn: Connection, handler: Handler, payload: Any, ack_id: int | None) -> None:
         link = conn.link

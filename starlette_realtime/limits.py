@@ -12,6 +12,7 @@ import msgspec
 if TYPE_CHECKING:
     from .connection import Connection
     from .dispatch import Handler
+    from .link import Link
 
 
 class TokenBucket:
@@ -74,14 +75,14 @@ class Limits(msgspec.Struct, kw_only=True):
     def rate_check(self, conn: Connection, handler: Handler) -> str | None:
         """Charge one event to the connection's buckets; a message when it is over the limit."""
         if handler.rate is not None:
-            return self.charge(conn, handler.name, handler.rate, handler.burst)
-        return self.charge(conn, "", None, None)
+            return self.charge(conn.link, handler.name, handler.rate, handler.burst)
+        return self.charge(conn.link, "", None, None)
 
-    def charge(self, conn: Connection, key: str, rate: float | None, burst: int | None) -> str | None:
-        """Charge one event to bucket ``key`` of the connection's WebSocket.
+    def charge(self, link: Link, key: str, rate: float | None, burst: int | None) -> str | None:
+        """Charge one frame to bucket ``key`` of a WebSocket.
 
         Args:
-            conn: the connection the event came from.
+            link: the WebSocket the frame came on.
             key: the bucket (``""`` is the WebSocket's shared one).
             rate: events per second, or ``None`` for the router's ``rate``.
             burst: the bucket size, or ``None`` for the router's ``burst``.
@@ -94,17 +95,17 @@ class Limits(msgspec.Struct, kw_only=True):
             rate = self.rate
             if rate is None:
                 return None
-        buckets = conn.link.buckets
+        buckets = link.buckets
         now = self.clock()
         bucket = buckets.get(key)
         if bucket is None:
             bucket = buckets[key] = TokenBucket(rate, burst if burst is not None else self.burst, now)
         if bucket.take(now):
-            conn.link.limited = 0
+            link.limited = 0
             return None
-        conn.link.limited += 1
-        if conn.link.limited >= self.abuse_threshold:
-            conn.link.abort_rate_limited()
+        link.limited += 1
+        if link.limited >= self.abuse_threshold:
+            link.abort_rate_limited()
         return f"over {rate:g} events/s"
 
     def payload_error(self, data: bytes | msgspec.Raw, *, binary: bool) -> str | None:
@@ -160,6 +161,8 @@ def nesting_exceeds(data: bytes | msgspec.Raw, limit: int, *, binary: bool) -> b
     Returns:
         ``True`` when the value is nested deeper than ``limit``.
     """
+    if len(data) <= limit:  # every level takes at least one byte
+        return False
     raw = bytes(data)
     if binary:
         if len(raw.translate(None, _MSGPACK_NOT_CONTAINER)) <= limit:

@@ -72,6 +72,9 @@ class Link:
         #: Why the server is closing this WebSocket: (close code, reason), or None.
         self.close_with: tuple[int, str] | None = None
         self.remote_code: int | None = None
+        #: The earliest credential expiry of its connections (seconds since the epoch), or
+        #: None; the router's heartbeat loop checks it, so no timer runs per connection.
+        self.expires_at: float | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self.id = secrets.token_urlsafe(6)
 
@@ -116,6 +119,9 @@ class Link:
                 except ProtocolError as exc:
                     self._protocol_error(exc)
                     return
+                except UnicodeDecodeError:  # msgspec's answer to a MessagePack str that is not UTF-8
+                    self._protocol_error(ProtocolError("undecodable frame: a string is not valid UTF-8"))
+                    return
                 if type(frame) is Event:
                     await self._on_event(frame)
                 elif type(frame) is Ack:
@@ -147,6 +153,8 @@ class Link:
     async def _on_event(self, frame: Event) -> None:
         conn = self.connections.get(frame.ns)
         if conn is None or conn.state is not ConnectionState.OPEN:
+            if self.router.limits.charge(self, "", None, None) is not None:
+                return
             if frame.id is not None:
                 raw = self.protocol.ack_error(frame.ns, frame.id, status.NOT_CONNECTED, "namespace not connected")
             else:
@@ -170,7 +178,7 @@ class Link:
         try:
             decode = msgspec.msgpack.decode if self.codec.binary else msgspec.json.decode
             fut.set_result(decode(frame.data))
-        except (msgspec.DecodeError, RecursionError):
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
             fut.set_result(AckError(status.INVALID_PAYLOAD, "undecodable ack payload"))
 
     # Namespaces ------------------------------------------------------------
@@ -178,6 +186,10 @@ class Link:
     async def _open(self, frame: Connect) -> None:
         router = self.router
         ns = frame.ns
+        limited = router.limits.charge(self, "", None, None)
+        if limited is not None:
+            self._connect_error(ns, status.RATE_LIMITED, limited, retryable=True)
+            return
         endpoint = router.endpoints.get(ns)
         if endpoint is None:
             self._connect_error(ns, status.UNKNOWN_NAMESPACE, f"no namespace {ns!r}")
@@ -197,9 +209,10 @@ class Link:
                     if bytes(frame.auth) in (b"null", b"\xc0")
                     else self.codec.payload_decoder(Any)(frame.auth)
                 )
-            except (msgspec.DecodeError, RecursionError):
+            except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
                 raise Rejected(status.REJECTED, "undecodable auth payload") from None
             conn.user = await endpoint.authenticate(conn)
+            self.track_expiry(conn)
             router.check_user_limit(conn)
             await endpoint.on_connect(conn)
             await router._establish(conn, frame)
@@ -306,6 +319,35 @@ class Link:
             extra=log_fields(self, reason="slow consumer", close_code=status.WS_4004_SLOW_CONSUMER),
         )
         self.abort(status.WS_4004_SLOW_CONSUMER, "slow consumer")
+
+    def track_expiry(self, conn: Connection) -> None:
+        """Take a connection's credential expiry from ``conn.user.expires_at`` and note it."""
+        try:
+            expires_at = getattr(conn.user, "expires_at", None)
+        except Exception:  # a user object whose attributes raise (e.g. NotImplementedError)
+            expires_at = None
+        conn.expires_at = float(expires_at) if isinstance(expires_at, (int, float)) else None
+        if conn.expires_at is not None and (self.expires_at is None or conn.expires_at < self.expires_at):
+            self.expires_at = conn.expires_at
+
+    def check_expiry(self, now: float) -> None:
+        """Close with 4003 when a connection's credential has expired, else note the next expiry."""
+        earliest: float | None = None
+        for conn in self.connections.values():
+            expires_at = conn.expires_at
+            if expires_at is None:
+                continue
+            if expires_at <= now:
+                self.router.metrics.closed_by_server("token_expired")
+                logger.info(
+                    "credential expired, closing with 4003 (link=%s sid=%s namespace=%s)",
+                    self.id, conn.sid, conn.namespace,
+                )
+                self.abort(status.WS_4003_TOKEN_EXPIRED, "token expired")
+                return
+            if earliest is None or expires_at < earliest:
+                earliest = expires_at
+        self.expires_at = earliest
 
     def abort_rate_limited(self) -> None:
         self.router.metrics.closed_by_server("rate_limited")

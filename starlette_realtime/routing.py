@@ -12,9 +12,11 @@ import contextlib
 import logging
 import secrets
 import time
+import types
 from collections.abc import AsyncIterator, Iterable, Sequence
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import msgspec
@@ -66,8 +68,16 @@ class RealtimeRouter:
             cluster needs the same one. A random key (the default) limits recovery
             to this process.
         allowed_origins: exact origins (``https://app.example``) allowed to open a
-            WebSocket; others get HTTP 403. ``None`` allows any.
+            WebSocket; others get HTTP 403 (close 1008 before accept); ``["*"]`` allows any.
+            ``None`` (the default) allows only the page's own origin (the Origin's host
+            and port equal the Host header) when the handshake carries credentials a
+            browser sends by itself: an endpoint uses ``SessionAuth`` or ``StarletteAuth``,
+            or a ``SessionMiddleware`` or ``AuthenticationMiddleware`` wraps the router.
+            Otherwise ``None`` allows any origin.
         allow_missing_origin: whether a handshake without an Origin header is allowed.
+            Browsers always send one, so a handshake without one is not cross-site
+            WebSocket hijacking; refuse them to keep out non-browser clients that do not
+            set it (which could just as well forge one).
         limits: per-connection and per-process limits.
         metrics: where counts go (a :class:`Metrics`; the default counts nothing).
         node_id: this node's name (random by default).
@@ -105,15 +115,23 @@ class RealtimeRouter:
         self.signer = SessionSigner(keys, max_age=self.config.recovery_window)
         self.allowed_origins = None if allowed_origins is None else frozenset(allowed_origins)
         self.allow_missing_origin = allow_missing_origin
+        self._ambient_credentials = any(
+            getattr(ep.auth, "ambient_credentials", False) for ep in self.endpoints.values()
+        )
         self.limits = limits or Limits()
         self.metrics = metrics or Metrics()
         self.node_id = node_id or secrets.token_hex(4)
         self.codecs: dict[str, Codec] = codecs()
         self.hub = Hub(self.metrics)
+        for instance in self.endpoints.values():
+            for event, fn in instance.filters.items():
+                self.hub.set_filter(instance.namespace, event, types.MethodType(fn, instance))
         self.publisher = Publisher(self.backend)
         self.links: set[Link] = set()
         self.users: dict[str, int] = {}
         self.clock = time.monotonic
+        #: Seconds since the epoch, the clock of credential expiry (``Identity.expires_at``).
+        self.wall_clock = time.time
         self._started = False
         self._accepting = True
         self._start_lock: asyncio.Lock | None = None
@@ -204,7 +222,11 @@ class RealtimeRouter:
             await anyio.sleep(tick)
             self.metrics.tick()
             now = self.clock()
+            wall = self.wall_clock()
             for link in list(self.links):
+                # Credential expiry rides on this loop: no timer per connection.
+                if link.expires_at is not None and wall >= link.expires_at:
+                    link.check_expiry(wall)
                 action = heartbeat_action(
                     now,
                     last_received=link.last_received,
@@ -240,7 +262,7 @@ class RealtimeRouter:
     async def _websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if not self._started:
             await self._lazy_start()
-        if self.allowed_origins is not None and not self._origin_allowed(scope):
+        if not self._origin_allowed(scope):
             logger.info(
                 "handshake refused, closing with 1008: foreign origin",
                 extra=log_fields(None, reason="foreign origin", close_code=status.WS_1008_POLICY_VIOLATION),
@@ -272,14 +294,24 @@ class RealtimeRouter:
                         await send({"type": "websocket.close", "code": code, "reason": reason})
 
     def _origin_allowed(self, scope: dict[str, Any]) -> bool:
-        origin = None
+        allowed = self.allowed_origins
+        if allowed is None:
+            # Cross-site hijacking needs credentials the browser adds by itself (cookies).
+            if not (self._ambient_credentials or "session" in scope or "user" in scope):
+                return True
+        elif "*" in allowed:
+            return True
+        origin = host = None
         for name, value in scope.get("headers", ()):
             if name == b"origin":
                 origin = value.decode("latin-1")
-                break
+            elif name == b"host":
+                host = value.decode("latin-1")
         if origin is None:
             return self.allow_missing_origin
-        return origin in self.allowed_origins  # type: ignore[operator]
+        if allowed is not None:
+            return origin in allowed
+        return same_origin(origin, host)
 
     async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path = scope.get("path", "")
@@ -500,6 +532,42 @@ def user_key(user: Any) -> str | None:
         if value is not None:
             return str(value)
     return str(user)
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def same_origin(origin: str, host: str | None) -> bool:
+    """Tell whether an Origin header names the host (and port) of the Host header.
+
+    Default ports are ignored on both sides, so that a TLS proxy in front of the
+    server (``https://app.example`` to ``Host: app.example``) still matches.
+
+    Args:
+        origin: the Origin header, e.g. ``https://app.example:8443``.
+        host: the Host header, e.g. ``app.example:8443``.
+
+    Returns:
+        ``True`` when they name the same host and port.
+    """
+    if host is None:
+        return False
+    try:
+        parts = urlsplit(origin)
+        hostname, port = parts.hostname, parts.port
+    except ValueError:
+        return False
+    default = _DEFAULT_PORTS.get(parts.scheme)
+    if default is None or not hostname:
+        return False
+    if ":" in hostname:
+        hostname = f"[{hostname}]"
+    netloc = hostname if port is None or port == default else f"{hostname}:{port}"
+    host = host.lower()
+    for suffix in (":80", ":443"):
+        if host.endswith(suffix):
+            host = host[: -len(suffix)]
+    return netloc == host
 
 
 def _log_crash(task: asyncio.Task[None]) -> None:

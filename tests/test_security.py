@@ -1,0 +1,561 @@
+"""Security over a real uvicorn: origins, per-room authorization, outgoing filters, a leak test, limits, compression."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+import pytest
+import websockets
+from conftest import ServerThread, serve
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from starlette.applications import Starlette
+from websockets.exceptions import ConnectionClosed
+
+from starlette_realtime import (
+    AckError,
+    Connection,
+    Forbidden,
+    Limits,
+    RealtimeEndpoint,
+    RealtimeRouter,
+    SignedTokenAuth,
+    on_event,
+    outgoing,
+)
+from starlette_realtime.client import RealtimeClient
+from starlette_realtime.limits import nesting_exceeds
+from starlette_realtime.routing import same_origin
+
+TOKENS = SignedTokenAuth(["security-tests-key"], max_age=600)
+ROOMS = [f"r{i}" for i in range(8)]
+
+
+class Say(msgspec.Struct):
+    room: str
+    text: str
+
+
+class Revoke(msgspec.Struct):
+    user: str
+    room: str
+
+
+class Rooms(RealtimeEndpoint):
+    """Users may join the rooms their token lists; admins see the secret part of memos."""
+
+    namespace = "/rooms"
+    auth = TOKENS
+    connects = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.revoked: set[tuple[str, str]] = set()
+
+    async def on_connect(self, conn: Connection) -> None:
+        type(self).connects += 1
+
+    async def authorize_join(self, conn: Connection, room: str) -> bool:
+        return room in conn.user.claims.get("rooms", ()) and (conn.user.id, room) not in self.revoked
+
+    @on_event("join")
+    async def join(self, conn: Connection, room: str) -> list[str]:
+        await conn.join(room)
+        return sorted(conn.rooms)
+
+    @on_event("leave")
+    async def leave(self, conn: Connection, room: str) -> list[str]:
+        await conn.leave(room)
+        return sorted(conn.rooms)
+
+    @on_event("rooms")
+    async def rooms(self, conn: Connection) -> list[str]:
+        return sorted(conn.rooms)
+
+    @on_event("say")
+    async def say(self, conn: Connection, msg: Say) -> None:
+        if msg.room not in conn.rooms:
+            raise Forbidden("only members may speak in a room")
+        await conn.to(msg.room).emit("said", {"room": msg.room, "text": msg.text, "from": conn.user.id})
+
+    @on_event("memo")
+    async def memo(self, conn: Connection, msg: Say) -> None:
+        if msg.room not in conn.rooms:
+            raise Forbidden("only members may post memos")
+        await self.to(msg.room).emit("memo", {"room": msg.room, "public": msg.text, "secret": f"s3cret:{msg.room}"})
+
+    @outgoing("memo")
+    def redact(self, conn: Connection, data: dict[str, Any]) -> dict[str, Any] | None:
+        if data.get("public") == "drop":
+            return None
+        if conn.user.claims.get("admin"):
+            return data
+        return {k: v for k, v in data.items() if k != "secret"}
+
+    @on_event("revoke")
+    async def revoke(self, conn: Connection, what: Revoke) -> None:
+        if not conn.user.claims.get("admin"):
+            raise Forbidden("admins only")
+        self.revoked.add((what.user, what.room))
+
+    @on_event("echo")
+    async def echo(self, conn: Connection, data: Any) -> Any:
+        return data
+
+    @on_event("ping", rate=1, burst=2)
+    async def ping(self, conn: Connection) -> str:
+        return "pong"
+
+
+class Lobby(RealtimeEndpoint):
+    """An anonymous namespace beside the authenticated one."""
+
+    namespace = "/lobby"
+
+    @on_event("echo")
+    async def echo(self, conn: Connection, data: Any) -> Any:
+        return data
+
+
+def make_app(**options: Any) -> tuple[Starlette, RealtimeRouter]:
+    realtime = RealtimeRouter([Rooms, Lobby], secret_key="security-tests-session", **options)
+    app = Starlette(lifespan=realtime.lifespan)
+    app.mount("/realtime", realtime)
+    return app, realtime
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[ServerThread, RealtimeRouter]]:
+    app, realtime = make_app()
+    with serve(app) as srv:
+        yield srv, realtime
+
+
+def client(srv: ServerThread, user: str, rooms: list[str] = ROOMS, admin: bool = False, **kw: Any) -> RealtimeClient:
+    kw.setdefault("reconnection_delay", 0.05)
+    kw.setdefault("connect_timeout", 10)
+    token = TOKENS.issue(user, rooms=rooms, admin=admin)
+    return RealtimeClient(srv.url + "/realtime", namespaces=["/rooms"], auth=token, **kw)
+
+
+async def until(predicate: Any, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+class Raw:
+    """A bare WebSocket client, JSON or MessagePack, for frames no real client would send."""
+
+    def __init__(self, ws: Any, binary: bool) -> None:
+        self.ws = ws
+        self.binary = binary
+
+    @classmethod
+    async def open(cls, url: str, encoding: str = "json", **kw: Any) -> Raw:
+        kw.setdefault("compression", None)
+        async with asyncio.timeout(5):
+            ws = await websockets.connect(url, subprotocols=[f"rt.v1.{encoding}"], **kw)  # type: ignore[list-item]
+        raw = cls(ws, encoding == "msgpack")
+        assert (await raw.recv())[0] == 0  # HELLO
+        return raw
+
+    async def send(self, frame: Any) -> None:
+        await self.ws.send(msgspec.msgpack.encode(frame) if self.binary else json.dumps(frame))
+
+    async def recv(self, timeout: float = 5.0) -> Any:
+        async with asyncio.timeout(timeout):
+            data = await self.ws.recv()
+        return msgspec.msgpack.decode(data) if isinstance(data, bytes) else json.loads(data)
+
+    async def connect(self, ns: str = "/rooms", auth: Any = None) -> Any:
+        await self.send([1, ns, auth])
+        while True:
+            reply = await self.recv()
+            if reply[0] in (2, 3) and reply[1] == ns:
+                return reply
+
+    async def call(self, ns: str, event: str, data: Any, ack_id: int) -> Any:
+        await self.send([5, ns, event, data, ack_id])
+        while True:
+            reply = await self.recv()
+            if reply[0] == 6 and reply[2] == ack_id:
+                return reply
+
+    async def closed(self, timeout: float = 5.0) -> int | None:
+        """Read until the server closes; return its close code."""
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(timeout):
+                while True:
+                    await self.ws.recv()
+        return closed.value.rcvd.code if closed.value.rcvd is not None else None
+
+    async def close(self) -> None:
+        async with asyncio.timeout(5):
+            await self.ws.close()
+
+
+def token(user: str, **claims: Any) -> dict[str, str]:
+    return {"token": TOKENS.issue(user, **claims)}
+
+
+# Origins ---------------------------------------------------------------------------------------------
+
+
+async def test_a_foreign_origin_is_refused_with_403_before_on_connect() -> None:
+    Rooms.connects = 0
+    app, _ = make_app(allowed_origins=["https://app.example"])
+    with serve(app) as srv:
+        url = srv.url + "/realtime/"
+        for evil in (
+            "https://evil.example",
+            "https://app.example.evil.example",  # no substring matching
+            "http://app.example",  # another scheme
+            "https://app.example:8443",  # another port
+            "null",
+        ):
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                async with asyncio.timeout(5):
+                    await websockets.connect(url, origin=evil, subprotocols=["rt.v1.json"])  # type: ignore[arg-type,list-item]
+            assert refused.value.response.status_code == 403
+        good = await Raw.open(url, origin="https://app.example")
+        assert (await good.connect(auth=token("ada")))[0] == 2
+        await good.close()
+        no_origin = await Raw.open(url)  # not a browser: allowed by default (allow_missing_origin)
+        await no_origin.close()
+    assert Rooms.connects == 1
+
+
+async def test_allow_missing_origin_false_and_star() -> None:
+    app, _ = make_app(allowed_origins=["https://app.example"], allow_missing_origin=False)
+    with serve(app) as srv:
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with asyncio.timeout(5):
+                await websockets.connect(srv.url + "/realtime/", subprotocols=["rt.v1.json"])  # type: ignore[list-item]
+        assert refused.value.response.status_code == 403
+    app, _ = make_app(allowed_origins=["*"])
+    with serve(app) as srv:
+        raw = await Raw.open(srv.url + "/realtime/", origin="https://anything.example")
+        await raw.close()
+
+
+def test_same_origin_rule() -> None:
+    assert same_origin("http://127.0.0.1:8000", "127.0.0.1:8000")
+    assert same_origin("https://app.example", "app.example")
+    assert same_origin("https://app.example", "app.example:443")
+    assert same_origin("https://APP.example", "app.EXAMPLE")
+    assert same_origin("http://[::1]:8000", "[::1]:8000")
+    assert not same_origin("http://127.0.0.1:8001", "127.0.0.1:8000")
+    assert not same_origin("https://evil.example", "app.example")
+    assert not same_origin("https://app.example.evil.example", "app.example")
+    assert not same_origin("null", "app.example")
+    assert not same_origin("file:///etc/passwd", "app.example")
+    assert not same_origin("http://[bad", "app.example")
+    assert not same_origin("https://app.example", None)
+
+
+# Per-room authorization, recovery, outgoing filters -----------------------------------------------------
+
+
+async def test_join_is_authorized_and_a_refused_room_sends_nothing(server: Any) -> None:
+    srv, _ = server
+    heard: list[Any] = []
+    async with client(srv, "eve", rooms=["lobby"]) as eve, client(srv, "ada", rooms=["lobby", "vip"]) as ada:
+        eve.on("said", heard.append, namespace="/rooms")
+        eve.on("memo", heard.append, namespace="/rooms")
+        assert await eve.call("join", "lobby", namespace="/rooms", timeout=5) == ["lobby"]
+        with pytest.raises(AckError) as err:
+            await eve.call("join", "vip", namespace="/rooms", timeout=5)
+        assert err.value.code == "forbidden"
+        with pytest.raises(AckError) as err:
+            await eve.call("say", {"room": "vip", "text": "let me in"}, namespace="/rooms", timeout=5)
+        assert err.value.code == "forbidden"
+        await ada.call("join", "vip", namespace="/rooms", timeout=5)
+        await ada.call("join", "lobby", namespace="/rooms", timeout=5)
+        await ada.call("say", {"room": "vip", "text": "secret plans"}, namespace="/rooms", timeout=5)
+        await ada.call("memo", {"room": "vip", "text": "vip memo"}, namespace="/rooms", timeout=5)
+        await ada.call("say", {"room": "lobby", "text": "hello"}, namespace="/rooms", timeout=5)
+        await until(lambda: len(heard) == 1)
+        await asyncio.sleep(0.1)
+        assert heard == [{"room": "lobby", "text": "hello", "from": "ada"}]
+
+
+async def test_outgoing_filter_redacts_per_receiver_and_can_drop(server: Any) -> None:
+    srv, _ = server
+    got: dict[str, list[Any]] = {"admin": [], "user": []}
+    async with (
+        client(srv, "root", admin=True) as admin,
+        client(srv, "joe", encoding="msgpack") as user,
+    ):
+        admin.on("memo", got["admin"].append, namespace="/rooms")
+        user.on("memo", got["user"].append, namespace="/rooms")
+        for cl in (admin, user):
+            await cl.call("join", "r1", namespace="/rooms", timeout=5)
+        await user.call("memo", {"room": "r1", "text": "drop"}, namespace="/rooms", timeout=5)
+        await user.call("memo", {"room": "r1", "text": "hi"}, namespace="/rooms", timeout=5)
+        await until(lambda: len(got["admin"]) == 1 and len(got["user"]) == 1)
+        assert got["admin"] == [{"room": "r1", "public": "hi", "secret": "s3cret:r1"}]
+        assert got["user"] == [{"room": "r1", "public": "hi"}]
+
+
+async def test_a_revoked_room_is_not_restored_by_recovery(server: Any) -> None:
+    srv, realtime = server
+    heard: list[Any] = []
+    connects: list[Any] = []
+    ada = client(srv, "ada", rooms=["vip", "lobby"], reconnection_delay=1.0, randomization_factor=0)
+    async with ada, client(srv, "root", admin=True, rooms=["vip", "lobby"]) as root:
+        ada.on("said", heard.append, namespace="/rooms")
+        ada.on("memo", heard.append, namespace="/rooms")
+        ada.on("$connect", connects.append, namespace="/rooms")
+        for room in ("vip", "lobby"):
+            await ada.call("join", room, namespace="/rooms", timeout=5)
+            await root.call("join", room, namespace="/rooms", timeout=5)
+        await root.call("say", {"room": "vip", "text": "v1"}, namespace="/rooms", timeout=5)
+        await until(lambda: len(heard) == 1)
+        await root.call("revoke", {"user": "ada", "room": "vip"}, namespace="/rooms", timeout=5)
+        ada.kill_transport()
+        await until(lambda: realtime.stats()["links"] == 1)
+        # While ada is away: one message in each room (vip's must never reach her, lobby's must).
+        await root.call("say", {"room": "vip", "text": "v2"}, namespace="/rooms", timeout=5)
+        await root.call("memo", {"room": "vip", "text": "v2 memo"}, namespace="/rooms", timeout=5)
+        await root.call("say", {"room": "lobby", "text": "l2"}, namespace="/rooms", timeout=5)
+        await until(lambda: ada.reconnects == 1 and ada.state.value == "connected", timeout=10)
+        assert connects[-1]["recovered"] is True  # the session came back ...
+        assert await ada.call("rooms", namespace="/rooms", timeout=5) == ["lobby"]  # ... without vip
+        await root.call("say", {"room": "vip", "text": "v3"}, namespace="/rooms", timeout=5)
+        await root.call("say", {"room": "lobby", "text": "l3"}, namespace="/rooms", timeout=5)
+        await until(lambda: len(heard) == 3)
+        await asyncio.sleep(0.1)
+        assert [m["text"] for m in heard] == ["v1", "l2", "l3"]
+        with pytest.raises(AckError):
+            await ada.call("join", "vip", namespace="/rooms", timeout=5)
+
+
+async def test_leak_test_200_clients_with_random_permissions(server: Any) -> None:
+    """Random joins and emits by 200 users; every message anyone got is checked against their rights."""
+    srv, _ = server
+    rng = random.Random(20261125)
+    n = 200
+    users: list[dict[str, Any]] = []
+    for i in range(n):
+        allowed = sorted(r for r in ROOMS if rng.random() < 0.5)
+        users.append({"name": f"u{i}", "allowed": allowed, "admin": rng.random() < 0.25, "joined": set(), "got": []})
+    clients = [client(srv, u["name"], rooms=u["allowed"], admin=u["admin"]) for u in users]
+    for u, cl in zip(users, clients, strict=True):
+        cl.on("said", lambda d, u=u: u["got"].append(("said", d)), namespace="/rooms")
+        cl.on("memo", lambda d, u=u: u["got"].append(("memo", d)), namespace="/rooms")
+    refused = 0
+
+    async def act(u: dict[str, Any], cl: RealtimeClient, seed: int) -> None:
+        nonlocal refused
+        r = random.Random(seed)
+        for _ in range(16):
+            room = r.choice(ROOMS)
+            choice = r.random()
+            if choice < 0.45:
+                try:
+                    rooms = await cl.call("join", room, namespace="/rooms", timeout=20)
+                except AckError as exc:
+                    assert exc.code == "forbidden" and room not in u["allowed"]
+                    refused += 1
+                else:
+                    assert room in u["allowed"] and room in rooms
+                    u["joined"].add(room)
+            elif choice < 0.55 and u["joined"]:
+                await cl.call("leave", r.choice(sorted(u["joined"])), namespace="/rooms", timeout=20)
+            else:
+                event = "say" if choice < 0.85 else "memo"
+                try:
+                    await cl.call(event, {"room": room, "text": u["name"]}, namespace="/rooms", timeout=20)
+                except AckError as exc:
+                    assert exc.code == "forbidden"
+
+    async with asyncio.timeout(60):
+        sem = asyncio.Semaphore(50)
+
+        async def start(cl: RealtimeClient) -> None:
+            async with sem:
+                await cl.connect()
+
+        await asyncio.gather(*(start(cl) for cl in clients))
+        try:
+            await asyncio.gather(*(act(u, cl, i) for i, (u, cl) in enumerate(zip(users, clients, strict=True))))
+            await asyncio.sleep(0.5)  # let the last broadcasts land
+        finally:
+            await asyncio.gather(*(cl.close() for cl in clients))
+    total = 0
+    for u in users:
+        assert u["joined"] <= set(u["allowed"])
+        for event, data in u["got"]:
+            total += 1
+            assert data["room"] in u["joined"], f"{u['name']} got a message of {data['room']}: a leak"
+            if event == "memo":
+                assert ("secret" in data) == u["admin"], f"{u['name']} got a memo with the wrong redaction"
+    assert refused > 50 and total > 1000, (refused, total)
+
+
+# Rate limits --------------------------------------------------------------------------------------------
+
+
+async def test_rate_limit_answers_rate_limited_then_closes_sustained_abuse_with_4006() -> None:
+    app, _ = make_app(limits=Limits(rate=5, burst=5, abuse_threshold=10))
+    with serve(app) as srv:
+        raw = await Raw.open(srv.url + "/realtime/")
+        assert (await raw.connect(auth=token("ada")))[0] == 2
+        for i in range(1, 5):  # the CONNECT took the fifth token of the burst
+            assert await raw.call("/rooms", "echo", i, i) == [6, "/rooms", i, i, None]
+        limited = await raw.call("/rooms", "echo", 6, 6)
+        assert limited[4][0] == "rate_limited"
+        await asyncio.sleep(0.5)  # 2.5 tokens come back
+        assert (await raw.call("/rooms", "echo", 7, 7))[4] is None
+        # Unknown events pay too, and abuse_threshold refusals in a row close the WebSocket.
+        for i in range(8, 40):
+            await raw.send([5, "/rooms", "no-such-event", None, i])
+        assert await raw.closed() == 4006
+
+
+async def test_per_event_rate_limit() -> None:
+    app, _ = make_app(limits=Limits(abuse_threshold=100))
+    with serve(app) as srv:
+        raw = await Raw.open(srv.url + "/realtime/")
+        await raw.connect(auth=token("ada"))
+        answers = [(await raw.call("/rooms", "ping", None, i))[3:] for i in range(1, 5)]
+        assert answers[:2] == [["pong", None], ["pong", None]]
+        assert answers[2][1][0] == "rate_limited" and answers[3][1][0] == "rate_limited"
+        # Other events are not limited by ping's bucket.
+        assert (await raw.call("/rooms", "echo", 1, 10))[4] is None
+        await raw.close()
+
+
+async def test_connect_floods_are_rate_limited() -> None:
+    app, _ = make_app(limits=Limits(rate=2, burst=3, abuse_threshold=50))
+    with serve(app) as srv:
+        raw = await Raw.open(srv.url + "/realtime/")
+        codes = [(await raw.connect("/nope"))[2] for _ in range(5)]
+        assert codes[:3] == ["UNKNOWN_NAMESPACE"] * 3 and codes[3:] == ["rate_limited"] * 2
+        await raw.close()
+
+
+# Connection, room, namespace and payload limits ----------------------------------------------------------
+
+
+async def test_max_connections_closes_with_1013_after_accept() -> None:
+    app, realtime = make_app(limits=Limits(max_connections=2))
+    with serve(app) as srv:
+        url = srv.url + "/realtime/"
+        a, b = await Raw.open(url), await Raw.open(url)
+        async with asyncio.timeout(5):
+            ws = await websockets.connect(url, subprotocols=["rt.v1.json"])  # type: ignore[list-item]
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(5):
+                await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+        await a.close()
+        await until(lambda: realtime.stats()["links"] == 1)
+        c = await Raw.open(url)  # room again
+        await b.close()
+        await c.close()
+
+
+async def test_max_connections_per_user() -> None:
+    app, _ = make_app(limits=Limits(max_connections_per_user=2))
+    with serve(app) as srv:
+        url = srv.url + "/realtime/"
+        first, second, third = await Raw.open(url), await Raw.open(url), await Raw.open(url)
+        assert (await first.connect(auth=token("ada")))[0] == 2
+        assert (await second.connect(auth=token("ada")))[0] == 2
+        refused = await third.connect(auth=token("ada"))
+        assert refused[:3] == [3, "/rooms", "TOO_MANY_CONNECTIONS"] and refused[4] is True
+        assert (await third.connect(auth=token("bob")))[0] == 2  # another user is not affected
+        await first.close()
+        fourth = await Raw.open(url)
+        async with asyncio.timeout(5):
+            while (await fourth.connect(auth=token("ada")))[0] != 2:
+                await asyncio.sleep(0.02)  # until the server saw the first one go
+        for raw in (second, third, fourth):
+            await raw.close()
+
+
+async def test_rooms_and_namespaces_per_connection() -> None:
+    app, _ = make_app(limits=Limits(max_rooms=3, max_namespaces=1))
+    with serve(app) as srv:
+        raw = await Raw.open(srv.url + "/realtime/")
+        await raw.connect(auth=token("ada", rooms=ROOMS))
+        for i in range(3):
+            assert (await raw.call("/rooms", "join", ROOMS[i], i + 1))[4] is None
+        assert (await raw.call("/rooms", "join", ROOMS[3], 4))[4][0] == "limit_exceeded"
+        assert (await raw.connect("/lobby"))[2] == "TOO_MANY_NAMESPACES"
+        await raw.close()
+
+
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+async def test_payload_size_and_depth_limits(encoding: str) -> None:
+    app, _ = make_app(limits=Limits(max_payload_bytes=1000, max_depth=8))
+    with serve(app) as srv:
+        raw = await Raw.open(srv.url + "/realtime/", encoding)
+        await raw.connect(auth=token("ada"))
+        assert (await raw.call("/rooms", "echo", "x" * 900, 1))[4] is None
+        big = await raw.call("/rooms", "echo", "x" * 1001, 2)
+        assert big[4][0] == "limit_exceeded" and "max_payload_bytes" in big[4][1]
+        nested: Any = 1
+        for _ in range(8):
+            nested = [nested]
+        assert (await raw.call("/rooms", "echo", nested, 3))[3] == nested
+        deep = await raw.call("/rooms", "echo", [nested], 4)
+        assert deep[4][0] == "limit_exceeded" and "max_depth" in deep[4][1]
+        assert (await raw.call("/rooms", "echo", "still open", 5))[3] == "still open"
+        await raw.close()
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    return 0
+
+
+_scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False) | st.text(
+    alphabet=st.sampled_from('ab[]{}"\\\x90\x91é'), max_size=40
+) | st.binary(max_size=40)
+_values = st.recursive(
+    _scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner, max_size=4),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=_values, limit=st.integers(0, 12))
+def test_nesting_check_agrees_with_the_real_depth(value: Any, limit: int) -> None:
+    expected = _depth(value) > limit
+    assert nesting_exceeds(msgspec.msgpack.encode(value), limit, binary=True) is expected
+    as_json = value if not isinstance(value, bytes) else value.hex()
+    try:
+        encoded = msgspec.json.encode(as_json)
+    except TypeError:  # bytes nested inside: JSON has no such type
+        return
+    assert nesting_exceeds(encoded, limit, binary=False) is (_depth(as_json) > limit)
+
+
+# Compression ------------------------------------------------------------------------------------------
+
+
+async def test_permessage_deflate_depends_on_the_server_and_our_client_never_asks() -> None:
+    app, _ = make_app()
+    with serve(app) as srv:  # uvicorn's default: the extension is accepted when offered
+        async with asyncio.timeout(5):
+            ws = await websockets.connect(srv.url + "/realtime/", subprotocols=["rt.v1.json"])  # type: ignore[list-item]
+        assert "permessage-deflate" in (ws.response.headers.get("Sec-WebSocket-Extensions") or "")
+        await ws.close()
+        async with client(srv, "ada") as ada:
+            assert ada._ws is not None and ada._ws.response.headers.get("Sec-WebSocket-Extensions") is None
+    with serve(app, ws_per_message_deflate=False) as srv:  # --ws-per-message-deflate false
+        async with asyncio.timeout(5):
+            ws = await websockets.connect(srv.url + "/realtime/", subprotocols=["rt.v1.json"])  # type: ignore[list-item]
+        assert ws.response.headers.get("Sec-WebSocket-Extensions") is None
+        await ws.close()
