@@ -152,6 +152,7 @@ class RealtimeEndpoint:
             return
         too_big = link.router.limits.payload_error(frame.data, binary=conn.codec.binary)
         if too_big is not None:
+            link.router.metrics.event_rejected(conn.namespace, handler.name, status.LIMIT_EXCEEDED)
             if ack_id is not None:
                 link.reply_error(conn, ack_id, status.LIMIT_EXCEEDED, too_big)
             return
@@ -209,14 +210,18 @@ class RealtimeEndpoint:
         except Rejected as exc:
             conn.auth = previous
             logger.info(
-                "$auth refused with %s (link=%s sid=%s namespace=%s)", exc.code, link.id, conn.sid, conn.namespace
+                "$auth refused with %s (link=%s sid=%s namespace=%s)", exc.code, link.id, conn.sid, conn.namespace,
+                extra=log_fields(link, conn, reason=exc.code),
             )
             if ack_id is not None:
                 link.reply_error(conn, ack_id, exc.code, exc.message)
             return
         except Exception:
             conn.auth = previous
-            logger.exception("$auth failed (link=%s sid=%s namespace=%s)", link.id, conn.sid, conn.namespace)
+            logger.exception(
+                "$auth failed (link=%s sid=%s namespace=%s)", link.id, conn.sid, conn.namespace,
+                extra=log_fields(link, conn, reason=status.INTERNAL_ERROR),
+            )
             if ack_id is not None:
                 link.reply_error(conn, ack_id, status.INTERNAL_ERROR, "internal error")
             return

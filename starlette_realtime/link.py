@@ -342,6 +342,7 @@ class Link:
                 logger.info(
                     "credential expired, closing with 4003 (link=%s sid=%s namespace=%s)",
                     self.id, conn.sid, conn.namespace,
+                    extra=log_fields(self, conn, reason="token expired", close_code=status.WS_4003_TOKEN_EXPIRED),
                 )
                 self.abort(status.WS_4003_TOKEN_EXPIRED, "token expired")
                 return
