@@ -90,7 +90,7 @@ class Link:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
-                tg.start_soon(self.outbox.run)
+                self.outbox.attach(tg.start_soon)
                 try:
                     await self._read()
                 finally:
@@ -351,6 +351,8 @@ class Link:
         self.expires_at = earliest
 
     def abort_rate_limited(self) -> None:
+        if self.close_with is not None:  # already closing: frames read before still come through
+            return
         self.router.metrics.closed_by_server("rate_limited")
         logger.warning(
             "rate limited, closing with 4006 (link=%s): sustained flooding", self.id,

@@ -166,7 +166,8 @@ class DedupWindow:
 
     def __init__(self, last_id: int = -1, *, size: int = 64) -> None:
         self.last_id = last_id
-        self._acks: OrderedDict[int, bytes] = OrderedDict()
+        # Created on first use: most connections never ack anything.
+        self._acks: OrderedDict[int, bytes] | None = None
         self._size = size
 
     def seen(self, ack_id: int) -> bool:
@@ -180,12 +181,15 @@ class DedupWindow:
 
     def remember(self, ack_id: int, ack: bytes) -> None:
         """Keep the encoded ack of an event for replay."""
-        self._acks[ack_id] = ack
-        if len(self._acks) > self._size:
-            self._acks.popitem(last=False)
+        acks = self._acks
+        if acks is None:
+            acks = self._acks = OrderedDict()
+        acks[ack_id] = ack
+        if len(acks) > self._size:
+            acks.popitem(last=False)
 
     def cached(self, ack_id: int) -> bytes | None:
-        return self._acks.get(ack_id)
+        return None if self._acks is None else self._acks.get(ack_id)
 
     def __repr__(self) -> str:
-        return f"DedupWindow(last_id={self.last_id}, cached={len(self._acks)})"
+        return f"DedupWindow(last_id={self.last_id}, cached={len(self._acks or ())})"

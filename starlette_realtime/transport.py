@@ -17,8 +17,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any
 
-import anyio
-
 logger = logging.getLogger(__name__)
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -62,8 +60,9 @@ class Outbox:
         "_overflow",
         "_queue",
         "_queued_bytes",
+        "_running",
         "_send",
-        "_waiter",
+        "_spawn",
         "dropped",
     )
 
@@ -85,7 +84,10 @@ class Outbox:
         self._overflow = overflow
         self._on_overflow = on_overflow
         self._on_drop = on_drop
-        self._waiter: asyncio.Future[None] | None = None
+        # The writer task exists only while there is a backlog: most connections never
+        # need one (their sends complete at once), which saves a task per connection.
+        self._spawn: Callable[[Callable[[], Coroutine[Any, Any, None]]], object] | None = None
+        self._running = False
         # True while the writer task is sending: pushes must queue to keep order.
         self._busy = False
         self._inflight: tuple[Coroutine[Any, Any, None], Any] | None = None
@@ -180,15 +182,29 @@ class Outbox:
         self._wake()
         return True
 
+    def attach(self, spawn: Callable[[Callable[[], Coroutine[Any, Any, None]]], object]) -> None:
+        """Give the outbox a way to start its writer (a task group's ``start_soon``)."""
+        self._spawn = spawn
+        if self._queue or self._inflight is not None:
+            self._wake()
+
     def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if not self._running and self._spawn is not None:
+            self._running = True
+            self._spawn(self.run)
 
     async def run(self) -> None:
-        """The writer: finish suspended sends and drain the queue, forever."""
-        loop = asyncio.get_running_loop() if self._fast else None
-        while True:
+        """The writer: finish a suspended send and drain the queue, then exit."""
+        try:
+            await self._drain()
+        finally:
+            self._running = False
+            self._busy = False
+            if self._fast and not self._closed and self._inflight is None and not self._queue:
+                self._direct = True
+
+    async def _drain(self) -> None:
+        while self._inflight is not None or (self._queue and not self._closed):
             inflight = self._inflight
             if inflight is not None:
                 self._busy = True
@@ -212,17 +228,6 @@ class Outbox:
                         self._queue.clear()
                         self._queued_bytes = 0
                         return
-            self._busy = False
-            if self._fast and not self._closed and self._inflight is None and not self._queue:
-                self._direct = True
-            if loop is not None:
-                self._waiter = loop.create_future()
-                try:
-                    await self._waiter
-                finally:
-                    self._waiter = None
-            else:
-                await anyio.sleep(0.001)
 
     def __repr__(self) -> str:
         return f"Outbox(queued={len(self._queue)}, bytes={self._queued_bytes}, dropped={self.dropped})"

@@ -27,7 +27,15 @@ def make(sock: FakeSocket, overflow: Overflow = Overflow.DISCONNECT, max_message
     overflowed: list[int] = []
     box = Outbox(sock.send, max_messages=max_messages, max_bytes=1000, overflow=overflow,
                  on_overflow=lambda: overflowed.append(1))
+    box.attach(spawn)
     return box, overflowed
+
+
+WRITERS: list[asyncio.Task[None]] = []
+
+
+def spawn(fn: Any) -> None:
+    WRITERS.append(asyncio.get_running_loop().create_task(fn()))
 
 
 def msg(i: int) -> dict[str, Any]:
@@ -47,7 +55,6 @@ async def test_writes_directly_while_the_socket_keeps_up() -> None:
 async def test_queues_in_order_when_the_socket_falls_behind() -> None:
     sock = FakeSocket()
     box, overflowed = make(sock, max_messages=10)
-    writer = asyncio.get_running_loop().create_task(box.run())
     sock.writable.clear()
     for i in range(5):
         assert box.push(msg(i), 1)
@@ -58,12 +65,12 @@ async def test_queues_in_order_when_the_socket_falls_behind() -> None:
         while len(sock.sent) < 5:
             await asyncio.sleep(0.001)
     assert sock.sent == ["0", "1", "2", "3", "4"]
-    # Back to direct writes once drained.
+    # Back to direct writes once drained, and the writer task is gone.
     await asyncio.sleep(0.01)
+    assert WRITERS[-1].done()
     box.push(msg(5), 1)
     assert sock.sent[-1] == "5"
     assert not overflowed
-    writer.cancel()
 
 
 @pytest.mark.parametrize(
@@ -77,7 +84,6 @@ async def test_queues_in_order_when_the_socket_falls_behind() -> None:
 async def test_overflow_policies(policy: Overflow, expected: list[str], disconnected: bool) -> None:
     sock = FakeSocket()
     box, overflowed = make(sock, policy)
-    writer = asyncio.get_running_loop().create_task(box.run())
     sock.writable.clear()
     for i in range(6):
         box.push(msg(i), 1)
@@ -88,13 +94,11 @@ async def test_overflow_policies(policy: Overflow, expected: list[str], disconne
     if disconnected:
         assert box.closed
     assert sock.sent == expected
-    writer.cancel()
 
 
 async def test_volatile_messages_are_dropped_not_queued() -> None:
     sock = FakeSocket()
     box, _ = make(sock)
-    writer = asyncio.get_running_loop().create_task(box.run())
     sock.writable.clear()
     box.push(msg(0), 1)
     assert box.push(msg(1), 1, volatile=True) is False
@@ -102,7 +106,6 @@ async def test_volatile_messages_are_dropped_not_queued() -> None:
     sock.writable.set()
     await asyncio.sleep(0.02)
     assert sock.sent == ["0"]
-    writer.cancel()
 
 
 async def test_byte_limit() -> None:
