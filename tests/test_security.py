@@ -324,14 +324,17 @@ async def test_a_revoked_room_is_not_restored_by_recovery(server: Any) -> None:
         await root.call("say", {"room": "vip", "text": "v2"}, namespace="/rooms", timeout=5)
         await root.call("memo", {"room": "vip", "text": "v2 memo"}, namespace="/rooms", timeout=5)
         await root.call("say", {"room": "lobby", "text": "l2"}, namespace="/rooms", timeout=5)
+        await root.call("memo", {"room": "lobby", "text": "l2 memo"}, namespace="/rooms", timeout=5)
         await until(lambda: ada.reconnects == 1 and ada.state.value == "connected", timeout=10)
         assert connects[-1]["recovered"] is True  # the session came back ...
         assert await ada.call("rooms", namespace="/rooms", timeout=5) == ["lobby"]  # ... without vip
         await root.call("say", {"room": "vip", "text": "v3"}, namespace="/rooms", timeout=5)
         await root.call("say", {"room": "lobby", "text": "l3"}, namespace="/rooms", timeout=5)
-        await until(lambda: len(heard) == 3)
+        await until(lambda: len(heard) == 4)
         await asyncio.sleep(0.1)
-        assert [m["text"] for m in heard] == ["v1", "l2", "l3"]
+        assert [m.get("text") or m.get("public") for m in heard] == ["v1", "l2", "l2 memo", "l3"]
+        # The memo was replayed through the outgoing filter: ada is no admin.
+        assert heard[2] == {"room": "lobby", "public": "l2 memo"}
         with pytest.raises(AckError):
             await ada.call("join", "vip", namespace="/rooms", timeout=5)
 
@@ -397,6 +400,54 @@ async def test_leak_test_200_clients_with_random_permissions(server: Any) -> Non
             if event == "memo":
                 assert ("secret" in data) == u["admin"], f"{u['name']} got a memo with the wrong redaction"
     assert refused > 50 and total > 1000, (refused, total)
+
+
+def test_outgoing_decorator_checks() -> None:
+    with pytest.raises(TypeError, match="plain function"):
+
+        class Bad(RealtimeEndpoint):
+            namespace = "/bad"
+
+            @outgoing("x")
+            async def filt(self, conn: Connection, data: Any) -> Any:
+                return data
+
+    with pytest.raises(ValueError):
+        outgoing("no spaces allowed")
+    assert Rooms.filters == {"memo": Rooms.redact}
+    router = RealtimeRouter([Rooms])
+    assert ("/rooms", "memo") in router.hub._filters
+
+
+async def test_a_failing_filter_drops_the_event_for_that_receiver(caplog: pytest.LogCaptureFixture) -> None:
+    class Fragile(Rooms):
+        namespace = "/fragile"
+
+        @outgoing("memo")
+        def redact(self, conn: Connection, data: dict[str, Any]) -> dict[str, Any] | None:
+            if conn.user.id == "victim":
+                raise KeyError("bug")
+            return data
+
+    realtime = RealtimeRouter([Fragile])
+    app = Starlette(lifespan=realtime.lifespan)
+    app.mount("/realtime", realtime)
+    got: dict[str, list[Any]] = {"victim": [], "other": []}
+    with serve(app) as srv:
+        clients = {
+            name: RealtimeClient(srv.url + "/realtime", namespaces=["/fragile"], auth=TOKENS.issue(name, rooms=ROOMS))
+            for name in got
+        }
+        async with clients["victim"] as victim, clients["other"] as other:
+            for name, cl in (("victim", victim), ("other", other)):
+                cl.on("memo", got[name].append, namespace="/fragile")
+                await cl.call("join", "r1", namespace="/fragile", timeout=5)
+            await other.call("memo", {"room": "r1", "text": "hi"}, namespace="/fragile", timeout=5)
+            await until(lambda: len(got["other"]) == 1)
+            await asyncio.sleep(0.1)
+            assert got["victim"] == []  # dropped, never sent unfiltered
+            assert await victim.call("echo", 1, namespace="/fragile", timeout=5) == 1
+    assert any("outgoing filter" in r.getMessage() for r in caplog.records)
 
 
 # Rate limits --------------------------------------------------------------------------------------------
@@ -553,7 +604,13 @@ async def test_permessage_deflate_depends_on_the_server_and_our_client_never_ask
         assert "permessage-deflate" in (ws.response.headers.get("Sec-WebSocket-Extensions") or "")
         await ws.close()
         async with client(srv, "ada") as ada:
-            assert ada._ws is not None and ada._ws.response.headers.get("Sec-WebSocket-Extensions") is None
+            assert ada._ws is not None and ada._ws.response is not None
+            assert ada._ws.response.headers.get("Sec-WebSocket-Extensions") is None
+            assert await ada.call("echo", "x" * 1000, namespace="/rooms", timeout=5) == "x" * 1000
+        async with client(srv, "bob", compression=True) as bob:  # on purpose
+            assert bob._ws is not None and bob._ws.response is not None
+            assert "permessage-deflate" in (bob._ws.response.headers.get("Sec-WebSocket-Extensions") or "")
+            assert await bob.call("echo", "x" * 1000, namespace="/rooms", timeout=5) == "x" * 1000
     with serve(app, ws_per_message_deflate=False) as srv:  # --ws-per-message-deflate false
         async with asyncio.timeout(5):
             ws = await websockets.connect(srv.url + "/realtime/", subprotocols=["rt.v1.json"])  # type: ignore[list-item]

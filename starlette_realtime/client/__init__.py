@@ -96,6 +96,8 @@ class RealtimeClient:
         queue_max: the most unacknowledged events kept per namespace.
         connect_timeout: seconds ``connect()`` waits for every namespace.
         origin: the Origin header to send.
+        compression: offer permessage-deflate (off by default: compressing secrets together with
+            attacker-chosen text leaks them through frame sizes; see docs/security.md).
         backoff: a factory of delay iterators, replacing the default backoff.
     """
 
@@ -115,6 +117,7 @@ class RealtimeClient:
         queue_max: int = 1000,
         connect_timeout: float = 10.0,
         origin: str | None = None,
+        compression: bool = False,
         backoff: Callable[[], Iterator[float]] | None = None,
     ) -> None:
         # The router answers at its mount point with a trailing slash.
@@ -133,6 +136,7 @@ class RealtimeClient:
         )
         self.connect_timeout = connect_timeout
         self.origin = origin
+        self.compression = compression
         self._handlers: dict[tuple[str, str], Handler] = {}
         self._state_listeners: list[Callable[[ClientState], Any]] = []
         self.state = ClientState.CLOSED
@@ -395,7 +399,7 @@ class RealtimeClient:
             self.url,
             subprotocols=[self.codec.subprotocol],  # type: ignore[list-item]
             origin=self.origin,  # type: ignore[arg-type]
-            compression=None,
+            compression="deflate" if self.compression else None,
             ping_interval=None,
             max_size=None,
             open_timeout=self.connect_timeout,
