@@ -40,6 +40,7 @@ from starlette_realtime import (
 )
 from starlette_realtime.auth import MAX_TOKEN_LENGTH, Authenticator
 from starlette_realtime.client import ClientClosed, ConnectRefused, RealtimeClient
+from starlette_realtime.routing import user_key
 
 KEYS = ["key-2026-new", "key-2025-old"]
 SECRET = "the-router-session-secret"
@@ -196,7 +197,7 @@ class Public(RealtimeEndpoint):
 
     @on_event("whoami")
     async def whoami(self, conn: Connection) -> Any:
-        return None if conn.user is None else getattr(conn.user, "id", str(conn.user))
+        return user_key(conn.user)
 
 
 class PrivateBase(RealtimeEndpoint):
@@ -454,6 +455,31 @@ async def test_starlette_authentication_backend_over_a_real_server() -> None:
         anon = await open_raw(url)
         assert (await anon.connect("/staff"))[:3] == [3, "/staff", "AUTHENTICATION_REQUIRED"]
         await anon.ws.close()
+
+
+async def test_middleware_in_front_makes_the_default_same_origin() -> None:
+    """No ``auth`` on the endpoint, but an AuthenticationMiddleware wraps the router: cookies may be in play."""
+    realtime = RealtimeRouter([Public], secret_key=SECRET)
+    app = Starlette(
+        lifespan=realtime.lifespan,
+        routes=[Mount("/realtime", realtime)],  # type: ignore[arg-type]
+        middleware=[Middleware(AuthenticationMiddleware, backend=HeaderBackend())],
+    )
+    with serve(app) as srv:
+        url = srv.url + "/realtime/"
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await open_raw(url, origin="https://evil.example")
+        assert refused.value.response.status_code == 403
+        own = await open_raw(url, origin=f"http://127.0.0.1:{srv.port}", additional_headers={"x-user": "ada"})
+        assert (await own.connect("/public"))[0] == 2
+        await own.ws.send(json.dumps([5, "/public", "whoami", None, 1]))
+        assert (await own.frame())[3] == "ada"  # the middleware's user, without StarletteAuth
+        await own.ws.close()
+    # Without any middleware or cookie auth, a token app accepts every origin.
+    app, _, _ = token_app(SignedTokenAuth(KEYS, max_age=60))
+    with serve(app) as srv:
+        anywhere = await open_raw(srv.url + "/realtime/", origin="https://elsewhere.example")
+        await anywhere.ws.close()
 
 
 async def test_cookie_sessions_need_the_same_origin_by_default() -> None:
