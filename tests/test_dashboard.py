@@ -176,15 +176,15 @@ async def test_the_page_shows_live_figures(server: ServerThread) -> None:
             await page.goto(server.http + "/dashboard/", timeout=10_000)
             await expect(page.locator("#status")).to_have_text("connected", timeout=10_000)
             connections = page.locator("#connections")
-            await expect(connections).to_have_text("0", timeout=5_000)
+            await expect(connections).to_have_text("0", timeout=10_000)
 
             clients = [chat(server) for _ in range(3)]
             for c in clients:
                 await c.connect()
-            await expect(connections).to_have_text("3", timeout=5_000)
+            await expect(connections).to_have_text("3", timeout=10_000)
             await clients[0].close()
             await clients[1].close()
-            await expect(connections).to_have_text("1", timeout=5_000)
+            await expect(connections).to_have_text("1", timeout=10_000)
 
             # Some traffic, so that the charts and tables have something to show.
             crowd = [chat(server) for _ in range(6)]
@@ -199,9 +199,9 @@ async def test_the_page_shows_live_figures(server: ServerThread) -> None:
                         with pytest.raises(AckError):
                             await sender.call("fail", namespace="/chat", timeout=5)
                     await asyncio.sleep(0.04)
-            await expect(connections).to_have_text("7", timeout=5_000)
-            await expect(page.locator("#rooms")).to_have_text("2", timeout=5_000)
-            await expect(page.locator("#top-rooms tbody tr")).to_have_count(2, timeout=5_000)
+            await expect(connections).to_have_text("7", timeout=10_000)
+            await expect(page.locator("#rooms")).to_have_text("2", timeout=10_000)
+            await expect(page.locator("#top-rooms tbody tr")).to_have_count(2, timeout=10_000)
             await expect(page.locator("#top-rooms tbody tr").first).to_contain_text("lobby")
             assert await page.locator("#events_out").text_content() != "–"
             assert await page.locator("#handler_p95").text_content() != "–"
@@ -209,7 +209,7 @@ async def test_the_page_shows_live_figures(server: ServerThread) -> None:
             await page.screenshot(path=str(SCREENSHOT), full_page=True)
             for c in [*crowd, clients[2]]:
                 await c.close()
-            await expect(connections).to_have_text("0", timeout=5_000)
+            await expect(connections).to_have_text("0", timeout=10_000)
             assert problems == []
             assert foreign == []
         finally:

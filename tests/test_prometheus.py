@@ -283,7 +283,9 @@ async def test_log_records_carry_stable_fields_and_no_token(
         async with client(server, auth=secret) as a:
             with pytest.raises(AckError):
                 await a.call("fail", namespace="/chat", timeout=5)
-        await asyncio.sleep(0.2)
+        async with asyncio.timeout(5):  # the server logs the close once it has seen it
+            while not any(r.getMessage().startswith("connection closed") for r in caplog.records):
+                await asyncio.sleep(0.01)
     records = [r for r in caplog.records if r.name.startswith("starlette_realtime")]
     messages = {r.getMessage().split(" (")[0] for r in records}
     assert {"connection opened", "handler 'fail' failed", "connection closed: transport closed"} <= messages
