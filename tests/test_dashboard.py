@@ -52,10 +52,15 @@ def make_app() -> tuple[Starlette, RealtimeRouter]:
 
 
 @pytest.fixture
-def server() -> Iterator[ServerThread]:
-    app, _ = make_app()
+def served() -> Iterator[tuple[ServerThread, RealtimeRouter]]:
+    app, realtime = make_app()
     with serve(app) as srv:
-        yield srv
+        yield srv, realtime
+
+
+@pytest.fixture
+def server(served: tuple[ServerThread, RealtimeRouter]) -> ServerThread:
+    return served[0]
 
 
 def chat(srv: ServerThread) -> RealtimeClient:
@@ -109,7 +114,8 @@ async def test_page_and_token_are_behind_auth(server: ServerThread) -> None:
     assert isinstance(token, str) and token
 
 
-async def test_the_namespace_takes_only_dashboard_tokens(server: ServerThread) -> None:
+async def test_the_namespace_takes_only_dashboard_tokens(served: tuple[ServerThread, RealtimeRouter]) -> None:
+    server, realtime = served
     async with httpx.AsyncClient(base_url=server.http, timeout=5) as h:
         token = (await h.get("/dashboard/token", headers=ADMIN)).json()["token"]
     async with websockets.connect(server.url + "/realtime/", subprotocols=["rt.v1.json"]) as ws:  # type: ignore[list-item]
@@ -121,6 +127,10 @@ async def test_the_namespace_takes_only_dashboard_tokens(server: ServerThread) -
             await ws.send(json.dumps([1, "/chat", None]))
             connected = json.loads(await ws.recv())
             await ws.send(json.dumps([1, "/_dashboard", {"token": connected[3]}]))
+            assert json.loads(await ws.recv())[2] == "INVALID_TOKEN"
+            # A genuine token from long ago: signed, but too old.
+            old = realtime.signer.sign("dashboard-token", "1000000000.x")
+            await ws.send(json.dumps([1, "/_dashboard", {"token": old}]))
             assert json.loads(await ws.recv())[2] == "INVALID_TOKEN"
             await ws.send(json.dumps([1, "/_dashboard", {"token": token}]))
             assert json.loads(await ws.recv())[0] == 2  # CONNECTED

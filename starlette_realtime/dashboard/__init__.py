@@ -27,6 +27,7 @@ from __future__ import annotations
 import inspect
 import json
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any, ClassVar, Final
@@ -50,6 +51,8 @@ DASHBOARD_NAMESPACE: Final = "/_dashboard"
 # What dashboard tokens sign in place of a namespace: without a leading slash it
 # can never be a namespace, so no session string of any namespace passes as one.
 _TOKEN_SCOPE: Final = "dashboard-token"
+# Nodes' clocks may differ a little: a token may look this many seconds from the future.
+_CLOCK_SKEW: Final = 30.0
 
 AuthCheck = Callable[[Request], "bool | Awaitable[bool]"]
 
@@ -65,6 +68,8 @@ class DashboardEndpoint(RealtimeEndpoint):
     namespace: ClassVar[str] = DASHBOARD_NAMESPACE
     #: Seconds between snapshots.
     interval: ClassVar[float] = 1.0
+    #: Seconds a token is accepted after it was issued (the page fetches one for every (re)connect).
+    token_max_age: ClassVar[float] = 120.0
 
     def __init__(self) -> None:
         super().__init__()
@@ -86,10 +91,38 @@ class DashboardEndpoint(RealtimeEndpoint):
         token = conn.auth.get("token") if isinstance(conn.auth, dict) else None
         if not isinstance(token, str):
             raise Rejected(status.AUTHENTICATION_REQUIRED, "the dashboard needs a token from its page")
-        viewer = self.router.signer.verify(_TOKEN_SCOPE, token)
-        if viewer is None:
+        if not self.token_valid(token):
             raise Rejected(status.INVALID_TOKEN, "invalid or expired dashboard token")
         return None
+
+    def issue_token(self) -> str:
+        """A token for one page: signed with the router's secret key, stamped with the time.
+
+        Returns:
+            The token, for ``{"token": ...}`` in the CONNECT frame's auth payload.
+        """
+        return self.router.signer.sign(_TOKEN_SCOPE, f"{time.time():.0f}.{secrets.token_urlsafe(8)}")
+
+    def token_valid(self, token: str) -> bool:
+        """Tell whether ``token`` came from :meth:`issue_token` less than ``token_max_age`` seconds ago.
+
+        Args:
+            token: what the page sent.
+
+        Returns:
+            ``True`` for a genuine, recent token.
+        """
+        # The age is checked here, from the signed time stamp: the router's signer may
+        # have no age limit of its own (session strings live as long as their connection).
+        value = self.router.signer.verify(_TOKEN_SCOPE, token)
+        if value is None:
+            return False
+        issued, _, _ = value.partition(".")
+        try:
+            age = time.time() - int(issued)
+        except ValueError:
+            return False
+        return -_CLOCK_SKEW <= age <= self.token_max_age
 
     async def on_connect(self, conn: Connection) -> None:
         """Start pushing snapshots to this page (the loop dies with its WebSocket)."""
@@ -131,6 +164,7 @@ class DashboardApp:
         if not callable(auth):
             raise TypeError("auth must be a callable taking the request and returning whether to allow it")
         self.router = router
+        self._endpoint = endpoint
         self.auth = auth
         self.realtime_path = "/" + realtime_path.strip("/")
         self.title = title
@@ -159,7 +193,7 @@ class DashboardApp:
         if not allowed:
             return PlainTextResponse("forbidden\n", status_code=403, headers={"cache-control": "no-store"})
         if path == "/token":
-            token = self.router.signer.sign(_TOKEN_SCOPE, secrets.token_urlsafe(8))
+            token = self._endpoint.issue_token()
             return JSONResponse({"token": token}, headers={"cache-control": "no-store"})
         return self._html(root)
 
