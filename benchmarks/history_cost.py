@@ -62,9 +62,7 @@ async def memory_cost(n: int, rooms: int, size: int) -> dict[str, Any]:
     }
 
 
-async def redis_cost(n: int, rooms: int, size: int) -> dict[str, Any]:
-    from starlette_realtime.backends.redis import RedisBackend
-
+def redis_cost(n: int, rooms: int, size: int) -> dict[str, Any]:
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("redis-server is not installed")
@@ -73,33 +71,39 @@ async def redis_cost(n: int, rooms: int, size: int) -> dict[str, Any]:
     proc = subprocess.Popen([binary, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", workdir],
                             stdout=subprocess.DEVNULL)
     try:
-        await asyncio.sleep(0.3)
-        backend = RedisBackend(f"redis://127.0.0.1:{port}/0", history_size=n, history_ttl=3600)
-        await backend.start(lambda pub: None)
-        info = await backend.redis.info("memory")
-        before = int(info["used_memory"])
-        pubs = publications(n, rooms, size)
-        wall = time.perf_counter()
-        cpu = time.process_time()
-        for pub in pubs:
-            await backend.publish(pub)
-        cpu = time.process_time() - cpu
-        wall = time.perf_counter() - wall
-        info = await backend.redis.info("memory")
-        after = int(info["used_memory"])
-        await backend.stop()
-        return {
-            "backend": "redis://",
-            "messages": n,
-            "payload_bytes": size,
-            "bytes_per_message": round((after - before) / n, 1),
-            "publish_cpu_us": round(cpu / n * 1e6, 2),
-            "publishes_per_s": round(n / wall),
-        }
+        time.sleep(0.3)
+        return asyncio.run(_redis_cost(port, n, rooms, size))
     finally:
         proc.kill()
         proc.wait()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def _redis_cost(port: int, n: int, rooms: int, size: int) -> dict[str, Any]:
+    from starlette_realtime.backends.redis import RedisBackend
+
+    backend = RedisBackend(f"redis://127.0.0.1:{port}/0", history_size=n, history_ttl=3600)
+    await backend.start(lambda pub: None)
+    info = await backend.redis.info("memory")
+    before = int(info["used_memory"])
+    pubs = publications(n, rooms, size)
+    wall = time.perf_counter()
+    cpu = time.process_time()
+    for pub in pubs:
+        await backend.publish(pub)
+    cpu = time.process_time() - cpu
+    wall = time.perf_counter() - wall
+    info = await backend.redis.info("memory")
+    after = int(info["used_memory"])
+    await backend.stop()
+    return {
+        "backend": "redis://",
+        "messages": n,
+        "payload_bytes": size,
+        "bytes_per_message": round((after - before) / n, 1),
+        "publish_cpu_us": round(cpu / n * 1e6, 2),
+        "publishes_per_s": round(n / wall),
+    }
 
 
 def main() -> None:
@@ -111,7 +115,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = [asyncio.run(memory_cost(args.messages, args.rooms, args.size))]
     if args.redis:
-        rows.append(asyncio.run(redis_cost(args.messages, args.rooms, args.size)))
+        rows.append(redis_cost(args.messages, args.rooms, args.size))
     print(f"{'backend':<10} {'messages':>9} {'payload B':>9} {'B/message':>10} {'publish CPU us':>15}")
     for r in rows:
         print(f"{r['backend']:<10} {r['messages']:>9} {r['payload_bytes']:>9} {r['bytes_per_message']:>10} "

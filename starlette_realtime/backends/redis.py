@@ -124,6 +124,7 @@ class RedisBackend:
         self._task: asyncio.Task[None] | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._link: Link | None = None
+        self._reconnect_callbacks: list[Callable[[], None]] = []
         self._link_started = False
         self._failing = False
         self._scripts: dict[str, Any] = {}
@@ -145,6 +146,17 @@ class RedisBackend:
     def prefix(self) -> str:
         """The prefix of every key and channel of this backend."""
         return self.names.prefix
+
+    def on_reconnect(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` each time the pub/sub link comes back after an outage (for metrics)."""
+        self._reconnect_callbacks.append(callback)
+
+    def _reconnected(self) -> None:
+        for callback in self._reconnect_callbacks:
+            try:
+                callback()
+            except Exception:
+                logger.exception("reconnect callback failed")
 
     def add_heartbeat_callback(self, fn: HeartbeatCallback) -> None:
         """Run ``await fn()`` on every node heartbeat (about every ``heartbeat_interval`` s).

@@ -174,6 +174,7 @@ class Link:
                 "redis link up again (node %s) after %.1f s down; %d rooms resubscribed",
                 self.backend.node_id, now - self.changed, len(self._actual),
             )
+            self.backend._reconnected()
         else:
             logger.info("redis link up (node %s)", self.backend.node_id)
         self._ever_up = True
