@@ -22,28 +22,38 @@ MSGPACK_SUBPROTOCOL: Final = "rt.v1.msgpack"
 
 
 class Codec:
-    """One wire encoding.
+    """One wire encoding: msgspec's JSON or MessagePack module, with every encoder and decoder built once.
 
     Attributes:
         subprotocol: the WebSocket subprotocol that selects this encoding.
         binary: whether messages travel as binary (``True``) or text frames.
+        null: the literal encoding of ``None``, used for empty payloads.
     """
 
     subprotocol: str
     binary: bool
-    #: The literal encoding of ``None``, used for empty payloads.
     null: msgspec.Raw
 
-    def __init__(self) -> None:
+    def __init__(self, module: Any) -> None:
+        self._module = module
+        self._encoder = module.Encoder()
+        self._client_decoder = module.Decoder(ClientFrame)
+        self._any_decoder = module.Decoder(Frame)
         self._payload_decoders: dict[Any, Callable[[bytes], Any]] = {}
 
     def encode(self, frame: Frame) -> bytes:
         """Encode a frame to the bytes of one WebSocket message."""
-        raise NotImplementedError
+        return self._encoder.encode(frame)  # type: ignore[no-any-return]
 
     def encode_payload(self, value: Any) -> msgspec.Raw:
-        """Encode an application payload once, to embed it in frames without re-encoding."""
-        raise NotImplementedError
+        """Encode an application payload once, to embed it in frames without re-encoding.
+
+        Raises:
+            TypeError: the value cannot be encoded.
+        """
+        if value is None:
+            return self.null
+        return msgspec.Raw(self._encoder.encode(value))
 
     def decode(self, data: bytes) -> ClientFrame:
         """Decode a client message into a frame.
@@ -51,7 +61,7 @@ class Codec:
         Raises:
             ProtocolError: the message is not a valid client frame.
         """
-        raise NotImplementedError
+        return _wrap_decode(self._client_decoder.decode, data)  # type: ignore[no-any-return]
 
     def decode_any(self, data: bytes) -> Frame:
         """Decode any frame (used by clients).
@@ -59,18 +69,14 @@ class Codec:
         Raises:
             ProtocolError: the message is not a valid frame.
         """
-        raise NotImplementedError
+        return _wrap_decode(self._any_decoder.decode, data)  # type: ignore[no-any-return]
 
     def payload_decoder(self, tp: Any) -> Callable[[bytes], Any]:
         """Return a cached decoder for payloads of type ``tp``."""
         dec = self._payload_decoders.get(tp)
         if dec is None:
-            dec = self._make_payload_decoder(tp)
-            self._payload_decoders[tp] = dec
+            dec = self._payload_decoders[tp] = self._module.Decoder(tp).decode
         return dec
-
-    def _make_payload_decoder(self, tp: Any) -> Callable[[bytes], Any]:
-        raise NotImplementedError
 
     def message(self, data: bytes) -> dict[str, Any]:
         """Wrap encoded bytes into an ASGI ``websocket.send`` message.
@@ -105,27 +111,7 @@ class JsonCodec(Codec):
     null = msgspec.Raw(b"null")
 
     def __init__(self) -> None:
-        super().__init__()
-        self._encoder = msgspec.json.Encoder()
-        self._client_decoder = msgspec.json.Decoder(ClientFrame)
-        self._any_decoder = msgspec.json.Decoder(Frame)
-
-    def encode(self, frame: Frame) -> bytes:
-        return self._encoder.encode(frame)
-
-    def encode_payload(self, value: Any) -> msgspec.Raw:
-        if value is None:
-            return self.null
-        return msgspec.Raw(self._encoder.encode(value))
-
-    def decode(self, data: bytes) -> ClientFrame:
-        return _wrap_decode(self._client_decoder.decode, data)  # type: ignore[no-any-return]
-
-    def decode_any(self, data: bytes) -> Frame:
-        return _wrap_decode(self._any_decoder.decode, data)  # type: ignore[no-any-return]
-
-    def _make_payload_decoder(self, tp: Any) -> Callable[[bytes], Any]:
-        return msgspec.json.Decoder(tp).decode
+        super().__init__(msgspec.json)
 
 
 class MsgpackCodec(Codec):
@@ -136,34 +122,9 @@ class MsgpackCodec(Codec):
     null = msgspec.Raw(b"\xc0")
 
     def __init__(self) -> None:
-        super().__init__()
-        self._encoder = msgspec.msgpack.Encoder()
-        self._client_decoder = msgspec.msgpack.Decoder(ClientFrame)
-        self._any_decoder = msgspec.msgpack.Decoder(Frame)
-
-    def encode(self, frame: Frame) -> bytes:
-        return self._encoder.encode(frame)
-
-    def encode_payload(self, value: Any) -> msgspec.Raw:
-        if value is None:
-            return self.null
-        return msgspec.Raw(self._encoder.encode(value))
-
-    def decode(self, data: bytes) -> ClientFrame:
-        return _wrap_decode(self._client_decoder.decode, data)  # type: ignore[no-any-return]
-
-    def decode_any(self, data: bytes) -> Frame:
-        return _wrap_decode(self._any_decoder.decode, data)  # type: ignore[no-any-return]
-
-    def _make_payload_decoder(self, tp: Any) -> Callable[[bytes], Any]:
-        return msgspec.msgpack.Decoder(tp).decode
+        super().__init__(msgspec.msgpack)
 
 
 def codecs() -> dict[str, Codec]:
     """Build one codec per supported subprotocol (one set per router, none global)."""
     return {c.subprotocol: c for c in (JsonCodec(), MsgpackCodec())}
-
-
-def transcode_json_to_msgpack(raw: bytes, encoder: msgspec.msgpack.Encoder) -> msgspec.Raw:
-    """Re-encode a JSON payload as MessagePack (once per broadcast, for MessagePack receivers)."""
-    return msgspec.Raw(encoder.encode(msgspec.json.decode(raw)))
