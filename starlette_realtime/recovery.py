@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+import anyio
 import msgspec
 
 from .backends import History, SessionStore
 from .backends.base import Publication
 from .connection import Connection, ConnectionState
+from .exceptions import BackendUnavailable, Rejected
 from .frames import Connect, Event, Position
 from .rooms import ALL_ROOM, sid_room
 from .session import STATE_DECODER, SessionState, session_key
@@ -25,6 +27,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: The CONNECT_ERROR code (retryable) of a connection that could not be opened because the backend is down.
+UNAVAILABLE = "UNAVAILABLE"
+
+#: Pauses (seconds) between further looks for a session that is not saved yet: the node of
+#: the dropped connection saves it once it has noticed the drop and left the connection's
+#: rooms, and a client that reconnects at once, to another node, can get there first.
+#: A session that is really gone costs these 0.5 s before CONNECTED (recovery_failed).
+SAVE_WAIT = (0.025, 0.05, 0.1, 0.125, 0.2)
+
 
 async def _load_state(router: RealtimeRouter, conn: Connection, frame: Connect) -> SessionState | None:
     if frame.session is None or not isinstance(router.backend, SessionStore):
@@ -33,6 +44,11 @@ async def _load_state(router: RealtimeRouter, conn: Connection, frame: Connect) 
     if sid is None:
         return None
     raw = await router.backend.take_session(session_key(conn.namespace, sid))
+    for pause in SAVE_WAIT:
+        if raw is not None:
+            break
+        await anyio.sleep(pause)
+        raw = await router.backend.take_session(session_key(conn.namespace, sid))
     if raw is None:
         return None
     try:
@@ -50,7 +66,22 @@ async def _load_state(router: RealtimeRouter, conn: Connection, frame: Connect) 
 
 
 async def establish(router: RealtimeRouter, conn: Connection, frame: Connect) -> None:
-    """Join the connection's streams, recover what it missed, and send CONNECTED."""
+    """Join the connection's streams, recover what it missed, and send CONNECTED.
+
+    Raises:
+        Rejected: ``UNAVAILABLE``, retryable, when the backend is down before CONNECTED
+            (the client retries with backoff instead of losing its WebSocket).
+    """
+    try:
+        await _establish(router, conn, frame)
+    except BackendUnavailable as exc:
+        if conn.state is not ConnectionState.CONNECTING:
+            raise
+        logger.warning("cannot open %s for sid=%s: %s", conn.namespace, conn.sid, exc)
+        raise Rejected(UNAVAILABLE, "the server's backend is unavailable; retry later", retryable=True) from exc
+
+
+async def _establish(router: RealtimeRouter, conn: Connection, frame: Connect) -> None:
     ns = conn.namespace
     state = await _load_state(router, conn, frame)
     presented = frame.session is not None

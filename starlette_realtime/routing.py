@@ -112,7 +112,8 @@ class RealtimeRouter:
             keys = [secret_key]
         else:
             keys = list(secret_key)
-        self.signer = SessionSigner(keys, max_age=self.config.recovery_window)
+        # No age limit on the string: the window counts from the drop (the saved state's TTL).
+        self.signer = SessionSigner(keys)
         self.allowed_origins = None if allowed_origins is None else frozenset(allowed_origins)
         self.allow_missing_origin = allow_missing_origin
         self._ambient_credentials = any(
@@ -285,6 +286,11 @@ class RealtimeRouter:
         self.links.add(link)
         try:
             await link.run()
+        except Exception:
+            # A crash is not a close on purpose (1000, after which clients stop for good).
+            if link.close_with is None:
+                link.close_with = (status.WS_1011_INTERNAL_ERROR, "internal error")
+            raise
         finally:
             self.links.discard(link)
             if link.remote_code is None:

@@ -37,10 +37,14 @@ class SessionSigner:
 
     Args:
         secret_keys: the router's secret keys, newest first (old ones still verify).
-        max_age: seconds a session string stays valid (the recovery window).
+        max_age: seconds a session string stays valid after it was signed, or ``None``
+            (the default) for no limit of its own.  The router passes none: a session
+            string is signed when its connection opens, and the recovery window counts
+            from the drop (the saved state's time to live), so a connection that lived
+            longer than the window must still recover.
     """
 
-    def __init__(self, secret_keys: list[str | bytes], *, max_age: float) -> None:
+    def __init__(self, secret_keys: list[str | bytes], *, max_age: float | None = None) -> None:
         # itsdangerous signs with the last key and accepts any: we list newest first.
         keys = [k.encode() if isinstance(k, str) else k for k in reversed(secret_keys)]
         self._serializer = URLSafeTimedSerializer(keys, salt=_SALT)
@@ -53,7 +57,8 @@ class SessionSigner:
     def verify(self, namespace: str, session: str) -> str | None:
         """Return the sid named by a valid session string for ``namespace``, else ``None``."""
         try:
-            value = self._serializer.loads(session, max_age=math.ceil(self.max_age))
+            max_age = None if self.max_age is None else math.ceil(self.max_age)
+            value = self._serializer.loads(session, max_age=max_age)
         except (BadData, ValueError, TypeError):
             return None
         if (

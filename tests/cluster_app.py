@@ -1,8 +1,9 @@
 """A cluster node for end-to-end tests: ``uvicorn cluster_app:app`` with REDIS_URL, NODE_ID and SECRET set.
 
-Besides the WebSocket endpoint (the ``Chat`` endpoint of tests/apps.py, at
-/realtime) it exposes the router's cluster-wide operations and the backend's
-health over plain HTTP, so that tests can drive and observe each node.
+Besides the WebSocket endpoints (the ``Chat`` and ``Feed`` endpoints of tests/apps.py,
+at /realtime; RECOVERY_WINDOW sets the router's recovery_window) it exposes the
+router's cluster-wide operations and the backend's health over plain HTTP, so
+that tests can drive and observe each node.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from apps import Chat
+from apps import Chat, Feed
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -26,7 +27,8 @@ backend = RedisBackend(
     prefix=os.environ.get("REDIS_PREFIX", "rt"),
 )
 realtime = RealtimeRouter(
-    [Chat], backend=backend, secret_key=os.environ.get("SECRET", "cluster-secret"), node_id=NODE_ID
+    [Chat, Feed], backend=backend, secret_key=os.environ.get("SECRET", "cluster-secret"), node_id=NODE_ID,
+    recovery_window=float(os.environ.get("RECOVERY_WINDOW", "120")),
 )
 
 

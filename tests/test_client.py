@@ -7,9 +7,11 @@ import itertools
 from typing import Any
 
 import pytest
-
 from apps import make_app
-from conftest import serve
+from conftest import free_port, serve
+from starlette.applications import Starlette
+
+from starlette_realtime import Connection, RealtimeEndpoint, RealtimeRouter, Rejected
 from starlette_realtime.client import AckTimeout, ClientClosed, RealtimeClient
 from starlette_realtime.client.backoff import backoff
 from starlette_realtime.client.outgoing import Outgoing, Positions
@@ -111,3 +113,75 @@ async def test_states_are_observable() -> None:
         await client.wait_connected(5)
         await client.close()
         assert states == ["connecting", "connected", "reconnecting", "connected", "closed"]
+
+
+def test_a_list_of_urls_is_kept_in_order_with_trailing_slashes() -> None:
+    client = RealtimeClient(["ws://a.example/realtime", "ws://b.example/realtime/"])
+    assert client.urls == ["ws://a.example/realtime/", "ws://b.example/realtime/"]
+    assert client.url == "ws://a.example/realtime/"  # the first connection goes to the first
+    assert RealtimeClient("ws://a.example/realtime").urls == ["ws://a.example/realtime/"]
+    with pytest.raises(ValueError):
+        RealtimeClient([])
+
+
+async def test_each_reconnect_goes_to_the_next_url_in_turn() -> None:
+    (app_a, rt_a), (app_b, rt_b) = make_app(), make_app()
+    dead = f"ws://127.0.0.1:{free_port()}/realtime"  # nothing listens there
+    with serve(app_a) as a, serve(app_b) as b:
+        urls = [a.url + "/realtime", dead, b.url + "/realtime"]
+        async with RealtimeClient(urls, namespaces=["/chat"], reconnection_delay=0.05) as client:
+            reached: list[str] = []
+            for _ in range(3):
+                async with asyncio.timeout(5):
+                    while len(rt_a.links) + len(rt_b.links) != 1:  # the old link is gone, the new one open
+                        await asyncio.sleep(0.01)
+                reached.append("a" if rt_a.links else "b")
+                client.kill_transport()
+                await client.wait_connected(5)
+            assert reached == ["a", "b", "a"]  # the dead one was skipped: the attempt after it went on
+            await client.wait_connected(5)
+            assert client.reconnects == 5 and client.url == urls[2] + "/"  # a, (dead), b, a, (dead), b
+
+
+async def test_the_backoff_starts_over_after_a_connection_that_was_open() -> None:
+    app, _ = make_app()
+    with serve(app) as srv:
+        # The first delay is short and the next ones long: each drop of an open connection must
+        # start over from the first (kill_transport() used to make the client believe that the
+        # connection had never opened, so the delays grew from drop to drop).
+        def delays() -> Any:
+            return itertools.chain([0.05], itertools.repeat(30.0))
+
+        async with RealtimeClient(srv.url + "/realtime", namespaces=["/chat"], backoff=delays) as client:
+            for _ in range(3):
+                client.kill_transport()
+                await client.wait_connected(2)
+            assert client.reconnects == 3
+
+
+class _Busy(RealtimeEndpoint):
+    """Refuses the next ``refusals`` CONNECTs with a retryable error (a server that is busy for a moment)."""
+
+    namespace = "/busy"
+    refusals = 0
+
+    async def on_connect(self, conn: Connection) -> None:
+        if _Busy.refusals:
+            _Busy.refusals -= 1
+            raise Rejected("BUSY", "try again later", retryable=True)
+
+
+async def test_a_retryable_connect_error_keeps_the_session() -> None:
+    realtime = RealtimeRouter([_Busy], secret_key="k")
+    app = Starlette(lifespan=realtime.lifespan)
+    app.mount("/realtime", realtime)
+    with serve(app) as srv:
+        infos: list[dict[str, Any]] = []
+        async with RealtimeClient(srv.url + "/realtime", namespaces=["/busy"], reconnection_delay=0.05) as client:
+            client.on("$connect", infos.append, namespace="/busy")
+            _Busy.refusals = 2
+            client.kill_transport()
+            await client.wait_connected(5)
+            # Refused twice, then resumed: the client did not throw its session away meanwhile.
+            assert _Busy.refusals == 0 and client.reconnects == 3
+            assert infos == [{"sid": client.sid("/busy"), "recovered": True, "recovery_failed": False}]

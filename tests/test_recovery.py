@@ -121,3 +121,20 @@ async def test_retried_emits_after_a_drop_are_handled_once() -> None:
             await until(lambda: len(got) >= 200)
             await asyncio.sleep(0.3)
         assert got == list(range(200))
+
+
+async def test_a_connection_older_than_the_window_still_recovers() -> None:
+    # The window counts from the drop: the session string, signed when the connection
+    # opened, used to expire with it, so a connection older than the window never recovered.
+    app, _ = make_feed_app(secret_key="test-secret", recovery_window=1.0)
+    with serve(app) as srv:
+        got: list[int] = []
+        async with feed_client(srv.url) as sub, feed_client(srv.url) as pub:
+            sub.on("n", got.append, namespace="/feed")
+            await sub.call("follow", "old", namespace="/feed", timeout=5)
+            await asyncio.sleep(2.1)  # older than the window (time stamps have one-second resolution)
+            sub.kill_transport()
+            await pub.call("publish", ["old", 1], namespace="/feed", timeout=5)
+            await sub.wait_connected(10)
+            assert sub.recovered("/feed")
+            await until(lambda: got == [1])

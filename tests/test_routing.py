@@ -11,9 +11,10 @@ import pytest
 import websockets
 from apps import make_app
 from conftest import ServerThread, serve
+from starlette.applications import Starlette
 from websockets.exceptions import ConnectionClosed
 
-from starlette_realtime import AckError, RealtimeRouter
+from starlette_realtime import AckError, Connection, RealtimeEndpoint, RealtimeRouter
 from starlette_realtime.client import RealtimeClient
 
 ENCODINGS = ["json", "msgpack"]
@@ -331,3 +332,26 @@ async def test_graceful_shutdown_closes_with_1001_in_batches() -> None:
     assert [code for code, _ in closes] == [1001] * 6
     times = sorted(t for _, t in closes)
     assert times[-1] - times[0] >= 0.3  # three batches, 0.2 s apart
+
+
+class _Crashes(RealtimeEndpoint):
+    """``on_connect`` fails with a bug the first ``crashes`` times."""
+
+    namespace = "/crash"
+    crashes = 0
+
+    async def on_connect(self, conn: Connection) -> None:
+        if _Crashes.crashes:
+            _Crashes.crashes -= 1
+            raise RuntimeError("a bug in on_connect")
+
+
+async def test_a_crash_closes_with_1011_and_the_client_retries() -> None:
+    realtime = RealtimeRouter([_Crashes])
+    app = Starlette(lifespan=realtime.lifespan)
+    app.mount("/realtime", realtime)
+    _Crashes.crashes = 1
+    with serve(app) as srv:
+        # It used to close with 1000 ("closed on purpose"), after which clients stop for good.
+        async with RealtimeClient(srv.url + "/realtime", namespaces=["/crash"], reconnection_delay=0.05) as a:
+            assert a.last_close_code == 1011 and a.reconnects == 1

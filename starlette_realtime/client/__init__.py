@@ -81,7 +81,10 @@ class RealtimeClient:
     """A reconnecting client for a starlette-realtime server.
 
     Args:
-        url: the server's WebSocket URL (``ws://host/realtime``; a trailing slash is added).
+        url: the server's WebSocket URL (``ws://host/realtime``; a trailing slash is added), or a
+            list of the URLs of equivalent nodes (a cluster sharing a backend and a ``secret_key``):
+            the first connection goes to the first, and each reconnect attempt to the next one, in
+            turn, so that a client whose node went away reaches another; sessions recover on any node.
         namespaces: the namespaces to open.
         auth: an auth payload provider for every namespace, or a dict of them by namespace.
             A provider is a value, or a sync or async callable asked on every (re)connect;
@@ -103,7 +106,7 @@ class RealtimeClient:
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
         namespaces: Sequence[str] = ("/",),
         auth: TokenProvider | dict[str, TokenProvider] = None,
@@ -121,7 +124,11 @@ class RealtimeClient:
         backoff: Callable[[], Iterator[float]] | None = None,
     ) -> None:
         # The router answers at its mount point with a trailing slash.
-        self.url = url if url.endswith("/") else url + "/"
+        urls = [url] if isinstance(url, str) else list(url)
+        if not urls:
+            raise ValueError("no URL to connect to")
+        self.urls = [u if u.endswith("/") else u + "/" for u in urls]
+        self._url_index = 0
         self.codec: Codec = MsgpackCodec() if encoding == "msgpack" else JsonCodec()
         self._ns: dict[str, _Namespace] = {}
         for name in namespaces:
@@ -152,8 +159,15 @@ class RealtimeClient:
         self._tasks: set[asyncio.Task[Any]] = set()
         #: Set when the client itself closes the WebSocket to retry a namespace later.
         self._retry_close = False
+        #: Whether the current WebSocket got a namespace open (then the backoff starts over).
+        self._opened = False
 
     # Public API -----------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The URL of the current connection (or of the next attempt): one of :attr:`urls`."""
+        return self.urls[self._url_index]
 
     def on(self, event: str, handler: Handler, *, namespace: str = "/") -> None:
         """Call ``handler(data)`` for each ``event`` in ``namespace``.
@@ -346,9 +360,11 @@ class RealtimeClient:
         self._set_state(ClientState.CONNECTING)
         while not self._closing:
             code: int | None = None
+            self._opened = False
             try:
                 code = await self._session()
-                if self._ready.is_set() or any(ns.connected for ns in self._ns.values()):
+                # (Not ``self._ready``: kill_transport() clears it before the session ends.)
+                if self._opened:
                     attempts = 0
                     delays = self._backoff()
             except InvalidStatus as exc:
@@ -384,6 +400,7 @@ class RealtimeClient:
             self._set_state(ClientState.RECONNECTING)
             await asyncio.sleep(next(delays))
             self.reconnects += 1
+            self._url_index = (self._url_index + 1) % len(self.urls)
 
     def _fail(self, exc: BaseException) -> None:
         self._failure = exc
@@ -485,6 +502,7 @@ class RealtimeClient:
             ns.positions.reset()
         ns.sid, ns.session, ns.recovered = frame.sid, frame.session, frame.recovered
         ns.connected = True
+        self._opened = True
         ns.token_retries = 0
         info = {"sid": frame.sid, "recovered": frame.recovered, "recovery_failed": frame.recovery_failed}
         self._dispatch_local(ns.name, "$connect", info)
@@ -498,7 +516,8 @@ class RealtimeClient:
         ns = self._ns.get(frame.ns)
         if ns is None:
             return
-        ns.session = None
+        # Retries keep the session: nothing was restored yet, and it may still recover
+        # (say the server's backend was down for a moment).
         if frame.code == status.INVALID_TOKEN and callable(ns.auth) and ns.token_retries < 2:
             ns.token_retries += 1
             await self._send_connect(ns)
@@ -511,6 +530,7 @@ class RealtimeClient:
             if ws is not None:
                 await ws.close(1000)
             return
+        ns.session = None
         raise ConnectRefused(frame.ns, frame.code, frame.message)
 
     def _on_ack(self, frame: Ack) -> None:
