@@ -18,7 +18,7 @@ import anyio
 
 from .backends.base import Publication
 from .codec import Codec
-from .emitter import BroadcastOperator
+from .emitter import BroadcastOperator, check_event
 from .exceptions import AckError, CallTimeout, ConnectionClosed, InvalidRoom
 from .frames import Position
 from .protocol import DedupWindow
@@ -154,6 +154,7 @@ class Connection:
             ConnectionClosed: the connection is closed.
         """
         self._check_open()
+        check_event(event)
         await self.link.router.publisher.publish(
             self.namespace, (sid_room(self.sid),), event, data, volatile=volatile
         )

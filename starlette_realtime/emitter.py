@@ -17,6 +17,19 @@ from .backends import Backend, backend_from_url
 from .backends.base import Publication
 from .rooms import ALL_ROOM, room_error, sid_room
 
+#: Event names the clients use for their own connection events; the server never sends them.
+RESERVED_EVENTS = frozenset({"connect", "disconnect", "connect_error", "recovery_failed", "error"})
+
+
+def check_event(event: str) -> None:
+    """Refuse event names that clients keep for their own connection events.
+
+    Raises:
+        ValueError: the name is reserved.
+    """
+    if event in RESERVED_EVENTS:
+        raise ValueError(f"{event!r} is reserved for the clients' connection events; choose another name")
+
 
 class Publisher:
     """Turns emits into publications on a backend.
@@ -121,6 +134,7 @@ class BroadcastOperator:
             TypeError: no namespace was given, or the payload cannot be encoded.
             BackendUnavailable: the backend is down (the emit fails fast).
         """
+        check_event(event)
         ns = namespace or self._ns
         if ns is None:
             raise TypeError("emit() needs namespace=... outside an endpoint or connection")

@@ -16,7 +16,7 @@ from . import status
 from .connection import Connection, inline_handler
 from .dispatch import Handler, collect_filters, collect_handlers
 from .emitter import BroadcastOperator
-from .exceptions import Forbidden, HandlerError, Rejected
+from .exceptions import BackendUnavailable, Forbidden, HandlerError, Rejected
 from .frames import Event
 from .link import log_fields
 
@@ -247,6 +247,14 @@ class RealtimeEndpoint:
             metrics.handler_finished(conn.namespace, handler.name, started, exc.code)
             if ack_id is not None:
                 link.reply_error(conn, ack_id, exc.code, exc.message)
+            return
+        except BackendUnavailable:
+            # An outage, not a bug: say so, so that clients can retry later.
+            link.busy -= 1
+            metrics.handler_finished(conn.namespace, handler.name, started, status.UNAVAILABLE)
+            logger.warning("handler %r: backend unavailable (sid=%s)", handler.name, conn.sid)
+            if ack_id is not None:
+                link.reply_error(conn, ack_id, status.UNAVAILABLE, "backend unavailable; retry later")
             return
         except BaseException as exc:
             link.busy -= 1

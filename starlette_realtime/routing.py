@@ -121,7 +121,9 @@ class RealtimeRouter:
         )
         self.limits = limits or Limits()
         self.metrics = metrics or Metrics()
-        self.node_id = node_id or secrets.token_hex(4)
+        # One name per node: the backend's (e.g. the Redis registry's) when it has one.
+        backend_node = getattr(self.backend, "node_id", None)
+        self.node_id = node_id or (backend_node if isinstance(backend_node, str) else None) or secrets.token_hex(4)
         self.codecs: dict[str, Codec] = codecs()
         self.hub = Hub(self.metrics)
         for instance in self.endpoints.values():

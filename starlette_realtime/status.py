@@ -81,6 +81,7 @@ NOT_CONNECTED: Final = "not_connected"
 BAD_FRAME: Final = "bad_frame"
 BAD_ROOM: Final = "bad_room"
 TIMEOUT: Final = "timeout"
+UNAVAILABLE: Final = "unavailable"
 
 AUTHENTICATION_REQUIRED: Final = "AUTHENTICATION_REQUIRED"
 INVALID_TOKEN: Final = "INVALID_TOKEN"

@@ -305,7 +305,7 @@ async def test_token_expiry_closes_with_4003_and_the_client_reconnects_with_a_fr
 
     with serve(app) as srv:
         async with client(srv, ["/private"], auth=provider) as ada:
-            ada.on("$connect", connects.append, namespace="/private")
+            ada.on("connect", connects.append, namespace="/private")
             first = (await ada.call("whoami", namespace="/private", timeout=5))["expires_at"]
             await until(lambda: ada.reconnects >= 1 and ada.state.value == "connected", timeout=6)
             assert ada.last_close_code == 4003

@@ -178,7 +178,7 @@ async def test_a_retryable_connect_error_keeps_the_session() -> None:
     with serve(app) as srv:
         infos: list[dict[str, Any]] = []
         async with RealtimeClient(srv.url + "/realtime", namespaces=["/busy"], reconnection_delay=0.05) as client:
-            client.on("$connect", infos.append, namespace="/busy")
+            client.on("connect", infos.append, namespace="/busy")
             _Busy.refusals = 2
             client.kill_transport()
             await client.wait_connected(5)

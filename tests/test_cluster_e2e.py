@@ -51,7 +51,7 @@ class Client:
         self.rt = RealtimeClient(node.url + "/realtime", namespaces=[NS], reconnection_delay=0.2,
                                  reconnection_delay_max=1.0)
         self.events: list[tuple[str, Any]] = []
-        for event in ("said", "news", "direct", "$resync", "$disconnect", "$connect"):
+        for event in ("said", "news", "direct", "$resync", "disconnect", "connect"):
             self.rt.on(event, lambda data, event=event: self.events.append((event, data)), namespace=NS)
 
     def got(self, event: str) -> list[Any]:
@@ -171,7 +171,7 @@ async def test_cluster_queries_across_nodes(cluster: tuple[RedisServer, list[Nod
     assert await http("GET", nodes[2], "/rooms", params={"sid": c.sid}) == []
     assert await http("GET", nodes[0], "/rooms", params={"sid": "nobody"}) is None
     assert await http("POST", nodes[0], "/disconnect", params={"sid": b.sid}) is True
-    await wait(lambda: b.got("$disconnect"), 5, "b to be disconnected from node 1")
+    await wait(lambda: b.got("disconnect"), 5, "b to be disconnected from node 1")
     assert sorted(await http("GET", nodes[2], "/members", params={"room": "team"})) == [a.sid]
 
 

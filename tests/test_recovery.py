@@ -32,7 +32,7 @@ async def test_ten_thousand_messages_survive_twenty_abrupt_drops() -> None:
         recovered: list[bool] = []
         async with feed_client(srv.url) as sub, feed_client(srv.url) as pub:
             sub.on("n", got.append, namespace="/feed")
-            sub.on("$connect", lambda info: recovered.append(info["recovered"]), namespace="/feed")
+            sub.on("connect", lambda info: recovered.append(info["recovered"]), namespace="/feed")
             await sub.call("follow", "room", namespace="/feed", timeout=5)
             total = 10_000
 
@@ -55,7 +55,7 @@ async def test_ten_thousand_messages_survive_twenty_abrupt_drops() -> None:
                 await until(lambda: len(got) >= total, timeout=30)
             await asyncio.sleep(0.2)
         assert sub.reconnects == 20
-        assert recovered == [True] * 20  # one $connect per reconnect, each recovered
+        assert recovered == [True] * 20  # one connect per reconnect, each recovered
         assert got == list(range(total))
 
 
@@ -81,7 +81,7 @@ async def test_a_reconnect_after_the_window_is_reported_not_recovered() -> None:
     with serve(app) as srv:
         infos: list[dict[str, Any]] = []
         async with feed_client(srv.url, reconnection_delay=1.0, randomization_factor=0.0) as sub:
-            sub.on("$connect", infos.append, namespace="/feed")
+            sub.on("connect", infos.append, namespace="/feed")
             await sub.call("follow", "r", namespace="/feed", timeout=5)
             sub.kill_transport()
             await until(lambda: len(infos) == 1)  # the reconnect (the first connect came before on())

@@ -311,7 +311,7 @@ async def test_a_revoked_room_is_not_restored_by_recovery(server: Any) -> None:
     async with ada, client(srv, "root", admin=True, rooms=["vip", "lobby"]) as root:
         ada.on("said", heard.append, namespace="/rooms")
         ada.on("memo", heard.append, namespace="/rooms")
-        ada.on("$connect", connects.append, namespace="/rooms")
+        ada.on("connect", connects.append, namespace="/rooms")
         for room in ("vip", "lobby"):
             await ada.call("join", room, namespace="/rooms", timeout=5)
             await root.call("join", room, namespace="/rooms", timeout=5)

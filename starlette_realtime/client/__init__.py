@@ -173,8 +173,10 @@ class RealtimeClient:
         """Call ``handler(data)`` for each ``event`` in ``namespace``.
 
         A sync or async handler; for a server ``call`` its return value is the ack.
-        Pseudo-events: ``$connect`` (data: ``{"sid", "recovered", "recovery_failed"}``),
-        ``$disconnect``, ``$resync`` and ``$presence``.
+        Client events, the same as the browser client's: ``connect`` (data:
+        ``{"sid", "recovered", "recovery_failed"}``), ``disconnect``, ``recovery_failed``,
+        ``connect_error`` (data: ``{"code", "message", "retryable"}``); and from the server
+        ``$resync`` and ``$presence``.
         """
         self._handlers[(namespace, event)] = handler
 
@@ -383,7 +385,7 @@ class RealtimeClient:
                 for ns in self._ns.values():
                     if ns.connected:
                         ns.connected = False
-                        self._dispatch_local(ns.name, "$disconnect", {"code": code})
+                        self._dispatch_local(ns.name, "disconnect", {"code": code})
             self.last_close_code = code
             if self._closing:
                 break
@@ -490,7 +492,7 @@ class RealtimeClient:
                 ns.connected = False
                 ns.session = None
                 ns.positions.reset()
-                self._dispatch_local(frame.ns, "$disconnect", {"reason": frame.reason})
+                self._dispatch_local(frame.ns, "disconnect", {"reason": frame.reason})
         elif type(frame) is Error:
             logger.warning("server error frame: %s %s", frame.code, frame.message)
 
@@ -505,7 +507,9 @@ class RealtimeClient:
         self._opened = True
         ns.token_retries = 0
         info = {"sid": frame.sid, "recovered": frame.recovered, "recovery_failed": frame.recovery_failed}
-        self._dispatch_local(ns.name, "$connect", info)
+        self._dispatch_local(ns.name, "connect", info)
+        if frame.recovery_failed:
+            self._dispatch_local(ns.name, "recovery_failed", {"sid": frame.sid})
         for item in ns.outgoing.to_send(time.monotonic()):
             await self._send_pending(ns, item.id)
         if all(n.connected for n in self._ns.values()):
@@ -516,6 +520,9 @@ class RealtimeClient:
         ns = self._ns.get(frame.ns)
         if ns is None:
             return
+        self._dispatch_local(
+            frame.ns, "connect_error", {"code": frame.code, "message": frame.message, "retryable": frame.retryable}
+        )
         # Retries keep the session: nothing was restored yet, and it may still recover
         # (say the server's backend was down for a moment).
         if frame.code == status.INVALID_TOKEN and callable(ns.auth) and ns.token_retries < 2:
@@ -538,7 +545,19 @@ class RealtimeClient:
         if ns is None:
             return
         item = ns.outgoing.acked(frame.id)
-        if item is None or item.waiter is None or item.waiter.done():
+        if item is None:
+            return
+        if item.waiter is None:
+            # A plain emit has nobody waiting: an error must still not vanish silently.
+            if frame.error is not None and frame.error.code != "duplicate":
+                logger.warning(
+                    "emit %r on %s was refused: %s %s", item.event, frame.ns, frame.error.code, frame.error.message
+                )
+                self._dispatch_local(
+                    frame.ns, "error", {"event": item.event, "code": frame.error.code, "message": frame.error.message}
+                )
+            return
+        if item.waiter.done():
             return
         if frame.error is not None:
             if frame.error.code == "duplicate":
