@@ -797,6 +797,9 @@ export class RealtimeClient {
       this._clock.setTimeout(() => ws === this._ws && this._sendConnect(st), this.options.reconnectionDelay * st.authTries);
       return;
     }
+    // A retryable refusal (e.g. UNAVAILABLE while the server's backend is down) that outlasts the quick
+    // retries: reconnect with the usual backoff, which reconnectionAttempts bounds, instead of giving up.
+    if (retryable && code !== "INVALID_TOKEN") return void this._drop(4000, `${ns}: ${code}`);
     this._fail(new ConnectError(ns, code, message, !!retryable));
   }
 

@@ -140,3 +140,15 @@ test("a socket that closes while the provider runs gets no CONNECT", async () =>
   await tick();
   assert.deepEqual(first.sent, []);
 });
+
+test("a retryable CONNECT_ERROR that outlasts the quick retries reconnects instead of giving up", async () => {
+  const { client, WS, clock } = await firstConnects({ auth: "t", authRetries: 1 });
+  WS.last.receive([3, "/chat", "UNAVAILABLE", "backend down", true]);
+  clock.advance(1000);
+  await tick();
+  assert.deepEqual(WS.last.take(), [[1, "/chat", { token: "t" }]]);
+  WS.last.receive([3, "/chat", "UNAVAILABLE", "backend down", true]);
+  await tick();
+  assert.equal(WS.last.closed.code, 4000); // the socket is dropped ...
+  assert.notEqual(client.state, "closed"); // ... and the client keeps trying with backoff
+});
