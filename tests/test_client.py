@@ -185,3 +185,30 @@ async def test_a_retryable_connect_error_keeps_the_session() -> None:
             # Refused twice, then resumed: the client did not throw its session away meanwhile.
             assert _Busy.refusals == 0 and client.reconnects == 3
             assert infos == [{"sid": client.sid("/busy"), "recovered": True, "recovery_failed": False}]
+
+
+async def test_a_silent_server_is_detected_and_the_client_reconnects() -> None:
+    import json
+
+    import websockets
+    from conftest import free_port
+
+    opened: list[int] = []
+
+    async def silent(ws: Any) -> None:
+        # A server that greets, accepts the namespace, then never sends another frame.
+        opened.append(1)
+        await ws.send(json.dumps([0, 1, "silent", 0.2, 0.2, 1 << 20]))
+        frame = json.loads(await ws.recv())
+        await ws.send(json.dumps([2, frame[1], "sid", "session"]))
+        await ws.wait_closed()
+
+    port = free_port()
+    async with websockets.serve(silent, "127.0.0.1", port, subprotocols=["rt.v1.json"]):  # type: ignore[list-item]
+        client = RealtimeClient(f"ws://127.0.0.1:{port}/rt", namespaces=["/chat"], reconnection_delay=0.05)
+        await client.connect()
+        async with asyncio.timeout(5):
+            while len(opened) < 2:
+                await asyncio.sleep(0.01)
+        await client.close()
+    assert client.reconnects >= 1
