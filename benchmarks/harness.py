@@ -64,6 +64,21 @@ UVICORN_ARGS = [
 # ----------------------------------------------------------------------------------------------------------------------
 # Servers
 
+#: --asgi-server / --ws: the Python servers' ASGI server and uvicorn's WebSocket implementation (the stack
+#: comparison of docs/benchmarks.md); the defaults are the like-for-like settings above.
+ASGI_SERVER = "uvicorn"
+UVICORN_WS = "websockets-sansio"
+
+
+def uvicorn_args() -> list[str]:
+    args = list(UVICORN_ARGS)
+    args[args.index("--ws") + 1] = UVICORN_WS
+    return args
+
+
+def stack_label() -> str:
+    return "granian + uvloop" if ASGI_SERVER == "granian" else f"uvicorn {UVICORN_WS} + uvloop"
+
 
 @dataclass(frozen=True)
 class ServerSpec:
@@ -77,8 +92,14 @@ class ServerSpec:
     def command(self, port: int) -> list[str]:
         if self.kind == "node":
             return ["node", str(SERVERS_DIR / self.target), str(port), HOST]
+        if ASGI_SERVER == "granian":
+            # One worker process (granian always runs its workers in child processes: Server.pid finds it),
+            # one runtime thread, uvloop; granian has no WebSocket ping of its own to turn off.
+            return [sys.executable, "-m", "granian", "--interface", "asgi", "--host", HOST, "--port", str(port),
+                    "--workers", "1", "--runtime-threads", "1", "--loop", "uvloop", "--log-level", "warning",
+                    "--no-access-log", "--backlog", "2048", "--working-dir", str(SERVERS_DIR), self.target]
         return [sys.executable, "-m", "uvicorn", self.target, "--app-dir", str(SERVERS_DIR), "--port", str(port),
-                *UVICORN_ARGS]
+                *uvicorn_args()]
 
     def unavailable(self) -> str | None:
         """Why this server cannot run here, or None."""
@@ -104,6 +125,11 @@ SERVERS: dict[str, ServerSpec] = {
     ]
 }
 DEFAULT_SERVERS = "raw,socketio,node"
+
+
+#: --profile DIR: run py-spy on every Python server (see Server._start_profiler); --profile-rate samples/s.
+PROFILE_DIR: Path | None = None
+PROFILE_RATE = 200
 
 
 def _pin(cpu: int | None) -> None:
@@ -216,8 +242,33 @@ class Server:
 
     @property
     def pid(self) -> int:
+        """The process that serves (and is measured): the server itself, or granian's worker process."""
         assert self.proc is not None
-        return self.proc.pid
+        return getattr(self, "worker_pid", None) or self.proc.pid
+
+    def own_pids(self) -> list[int]:
+        """The server's processes (and its profiler's): not foreign load."""
+        pids = [self.pid]
+        if self.proc is not None:
+            pids.append(self.proc.pid)
+        if getattr(self, "profiler", None) is not None:
+            pids.append(self.profiler.pid)
+        return pids
+
+    def _find_worker(self, timeout: float = 15.0) -> None:
+        """granian serves from a child process of its supervisor: measure that one."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                kids = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+            except OSError:
+                kids = []
+            if kids:
+                self.worker_pid = int(kids[0])
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.spec.key}: granian started no worker process")
 
     def url(self, host: str = HOST) -> str:
         return f"ws://{host}:{self.port}{self.spec.path}"
@@ -236,6 +287,7 @@ class Server:
         )
         log.close()
         Server.live.add(self)
+        self.profiler: subprocess.Popen[bytes] | None = None
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
@@ -250,6 +302,24 @@ class Server:
                     raise RuntimeError(
                         f"{self.spec.key} server did not listen within {timeout}s:\n{self.log_tail()}") from None
                 time.sleep(0.05)
+        if self.spec.kind == "uvicorn" and ASGI_SERVER == "granian":
+            self._find_worker()
+        if PROFILE_DIR is not None and self.spec.kind == "uvicorn":
+            self._start_profiler()
+
+    def _start_profiler(self) -> None:
+        """py-spy on the server for its whole life (--profile DIR): collapsed stacks, CPU samples only (an idle
+        event loop is not sampled), --nonblocking so that the server is never paused. Writes DIR/<key>-<port>.txt."""
+        assert PROFILE_DIR is not None and self.proc is not None
+        PROFILE_DIR.mkdir(parents=True, exist_ok=True)
+        self.profile_path = PROFILE_DIR / f"{self.spec.key}-{self.port}.txt"
+        pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        self.profiler = subprocess.Popen(
+            [pyspy, "record", "--pid", str(self.pid), "--nonblocking", "--rate", str(PROFILE_RATE), "--format",
+             "raw", "--output", str(self.profile_path)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=lambda: _pin(CLIENT_CPU),
+        )
 
     def log_tail(self, n: int = 3000) -> str:
         try:
@@ -279,6 +349,12 @@ class Server:
                 proc.wait(5)
             except ProcessLookupError:
                 pass
+        if getattr(self, "profiler", None) is not None:
+            try:
+                self.profiler.wait(20)  # py-spy writes its file when the server exits
+            except subprocess.TimeoutExpired:
+                self.profiler.kill()
+            self.profiler = None
         Server.live.discard(self)
 
 
@@ -1050,7 +1126,7 @@ def fanout_phase(srv: Server, pub: WorkerHandle, recv: list[WorkerHandle], pub_k
                  timeout: float) -> dict[str, Any]:
     call_all([(w, "arm", {}) for w in recv], 10)
     cpu0, c1_0, t0, rss0 = srv.cpu(), cpu_busy_seconds(CLIENT_CPU), time.monotonic(), srv.rss_kib()
-    fl = ForeignLoad(srv.pid, pub.proc.pid or 0, *(w.proc.pid or 0 for w in recv)).start()
+    fl = ForeignLoad(*srv.own_pids(), pub.proc.pid or 0, *(w.proc.pid or 0 for w in recv)).start()
     p = pub.call("publish", timeout + 60, **pub_kw)
     rs = call_all([(w, "wait", dict(expect=p["sent"], timeout=pub_kw.get("drain", 10.0))) for w in recv],
                   pub_kw.get("drain", 10.0) + 30)
@@ -1147,7 +1223,7 @@ def run_capacity(spec: ServerSpec, c: int, args: argparse.Namespace, check: Chec
     with Server(spec, server_env(args)) as srv, Clients(procs) as cl:
         time.sleep(0.5)
         rss0 = srv.rss_kib()
-        fl = ForeignLoad(srv.pid, *(w.proc.pid or 0 for w in cl.workers)).start()
+        fl = ForeignLoad(*srv.own_pids(), *(w.proc.pid or 0 for w in cl.workers)).start()
         cpu0 = srv.cpu()
         conn = connect_all(cl.workers, srv.url(), spec, counts, None, args, args.connect_timeout)
         cpu1, foreign = srv.cpu(), fl.stop()
@@ -1207,7 +1283,7 @@ def run_ack(spec: ServerSpec, n: int, args: argparse.Namespace, check: Check) ->
             w.send("ack_run", start=start, measure_start=measure_start, deadline=deadline,
                    pad_len=pad_for(args.payload), timeout=10.0)
         time.sleep(max(0.0, measure_start - time.monotonic()))
-        fl = ForeignLoad(srv.pid, *(w.proc.pid or 0 for w in cl.workers)).start()
+        fl = ForeignLoad(*srv.own_pids(), *(w.proc.pid or 0 for w in cl.workers)).start()
         cpu0, c1_0 = srv.cpu(), cpu_busy_seconds(CLIENT_CPU)
         time.sleep(max(0.0, deadline - time.monotonic()))
         cpu1, c1_1, foreign = srv.cpu(), cpu_busy_seconds(CLIENT_CPU), fl.stop()
@@ -1390,7 +1466,7 @@ def plot(workload: str, summary: dict[str, Any], metrics: list[tuple[str, str, s
     for ax in list(axes.flat)[len(shown):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
-    fig.suptitle(f"{workload} (medians; server on 1 core, uvicorn websockets-sansio + uvloop)", fontsize=11)
+    fig.suptitle(f"{workload} (medians; server on 1 core, Python servers on {stack_label()})", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -1406,7 +1482,8 @@ def versions() -> dict[str, Any]:
             v["cpu_model"] = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), None)
     except OSError:
         pass
-    for pkg in ["uvicorn", "starlette", "websockets", "uvloop", "python-socketio", "python-engineio", "picows"]:
+    for pkg in ["uvicorn", "starlette", "websockets", "wsproto", "uvloop", "python-socketio", "python-engineio",
+                "picows", "msgspec", "anyio", "granian", "starlette-realtime"]:
         try:
             v[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -1454,7 +1531,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--slow-receivers", type=int, default=100)
     p.add_argument("--slow-payload", type=int, default=1024)
     p.add_argument("--slow-duration", type=float, default=10.0)
+    p.add_argument("--asgi-server", choices=["uvicorn", "granian"], default="uvicorn",
+                   help="ASGI server of the Python servers (granian: one worker, one runtime thread, uvloop)")
+    p.add_argument("--ws", default="websockets-sansio", choices=["websockets-sansio", "websockets", "wsproto"],
+                   help="uvicorn's WebSocket implementation for the Python servers")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--profile", metavar="DIR",
+                   help="record each Python server with py-spy (collapsed stacks in DIR/<server>-<port>.txt; "
+                        "summarize with python -m benchmarks.profile_summary DIR/*.txt)")
+    p.add_argument("--profile-rate", type=int, default=200, help="py-spy samples per second")
     p.add_argument("--max-foreign", type=float, default=0.25,
                    help="rerun a run during which other processes used more than this many cores of our two")
     p.add_argument("--quiet-wait", type=float, default=120.0,
@@ -1491,6 +1576,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    global PROFILE_DIR, PROFILE_RATE, ASGI_SERVER, UVICORN_WS
+    ASGI_SERVER, UVICORN_WS = args.asgi_server, args.ws
+    if args.profile:
+        PROFILE_DIR, PROFILE_RATE = Path(args.profile), args.profile_rate
     if ws_connect is None:
         print("picows is not installed: pip install -r benchmarks/requirements.txt", file=sys.stderr)
         return 2
@@ -1580,7 +1669,7 @@ def main(argv: list[str] | None = None) -> int:
     stem.parent.mkdir(parents=True, exist_ok=True)
     result = {"workload": args.workload, "smoke": args.smoke, "started": started, "seconds": time.time() - started,
               "argv": sys.argv[1:] if argv is None else argv, "config": {k: v for k, v in vars(args).items()},
-              "env": versions(), "uvicorn_args": UVICORN_ARGS, "summary": summary, "table": table,
+              "env": versions(), "uvicorn_args": uvicorn_args(), "stack": stack_label(), "summary": summary, "table": table,
               "failures": failures, "runs": runs, "discarded_runs": discarded}
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str))
     if not args.no_plot and not args.smoke and runs:

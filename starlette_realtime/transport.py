@@ -21,6 +21,9 @@ logger = logging.getLogger(__name__)
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
+#: The backlog of an outbox that never queued: see ``Outbox.__init__``.
+_NO_QUEUE: Any = ()
+
 
 class Overflow(str, enum.Enum):
     """What to do when a connection's outbox is full."""
@@ -77,7 +80,10 @@ class Outbox:
         on_drop: Callable[[str], None] | None = None,
     ) -> None:
         self._send = send
-        self._queue: deque[tuple[dict[str, Any], int]] = deque()
+        # The backlog, created on first use: an empty deque costs ~600 bytes (its first
+        # block), and most connections never queue anything (their sends complete at once).
+        # Until then an empty tuple answers len(), truth tests and iteration the same way.
+        self._queue: deque[tuple[dict[str, Any], int]] = _NO_QUEUE  # type: ignore[assignment]
         self._queued_bytes = 0
         self._max_messages = max_messages
         self._max_bytes = max_bytes
@@ -177,6 +183,8 @@ class Outbox:
                 self._on_overflow()
                 return False
         self._direct = False
+        if self._queue is _NO_QUEUE:
+            self._queue = deque()
         self._queue.append((message, size))
         self._queued_bytes += size
         self._wake()

@@ -1,19 +1,15 @@
-"""starlette-realtime peer ("ours").  *** STUB - TO BE FINISHED WHEN THE LIBRARY IS READY ***
+"""starlette-realtime peer ("ours"): the public API, as a user would write it.
 
-This follows the public API as specified for the library; it will not import until starlette_realtime exports
-RealtimeRouter, RealtimeEndpoint, on_event and Connection. The harness's "ours" dialect (benchmarks/harness.py,
-class RtDialect) already speaks docs/protocol.md (subprotocol rt.v1.json) against ws://host:port/ws.
-
+``RealtimeRouter([Bench], backend=..., ping_interval=..., ping_timeout=...)`` mounted at ``/ws``; the harness's
+``rt`` dialect (benchmarks/harness.py, class RtDialect) speaks docs/protocol.md (subprotocol rt.v1.json) to it.
 Clients connect to ws://host:port/ws/ (with the slash: a Starlette Mount does not match "/ws" for a WebSocket).
 
-Status: with the library's working tree of 2026-11-25 18:00 UTC this file already passed the harness's smoke mode
-(capacity, fanout, ack: every connection opened, every message delivered in order with increasing offsets, every ack
-answered, PING/PONG heartbeats). It stays marked as a stub until the API is final.
+    C->S  EVENT join(room)     -> conn.join(room), ack null
+    C->S  EVENT publish(data)  -> self.to("bench").emit("msg", data): every member of room "bench", then ack null
+    C->S  EVENT echo(data)     -> ack data
 
-TODO when finishing it:
-  * confirm the API below (RealtimeRouter options ping_interval / ping_timeout, backend URL) against the release;
-  * the `cluster` workload will start this file with BENCH_BACKEND=redis://127.0.0.1:PORT;
-  * remove the word STUB from the first line of this docstring: benchmarks/test_smoke.py then runs ours in CI.
+Environment: BENCH_PING_INTERVAL / BENCH_PING_TIMEOUT (the harness's --ping-interval / --ping-timeout) and
+BENCH_BACKEND (default memory://; the cluster workloads start it with redis://127.0.0.1:PORT).
 """
 
 from __future__ import annotations
