@@ -85,7 +85,11 @@ def start_server(port: int, limits: str) -> subprocess.Popen[bytes]:
         "--host", HOST, "--port", str(port), "--workers", "1", "--loop", "uvloop", "--ws", "websockets-sansio",
         "--log-level", "error", "--no-access-log", "--ws-ping-interval", "0", "--ws-per-message-deflate", "false",
     ]
-    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "FLOOD_LIMITS": limits})
+    # The library's warnings (one per WebSocket closed with 4006) go to a file, not the terminal.
+    log_dir = BENCH_DIR / "results" / "tmp"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / "flood_server.log", "ab") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "FLOOD_LIMITS": limits}, stdout=log, stderr=log)
     if SERVER_CPU is not None:
         os.sched_setaffinity(proc.pid, {SERVER_CPU})
     deadline = time.monotonic() + 20

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: Frames a link handles in a row before it lets other tasks run.
+_FAIR_SHARE = 16
+
 
 class Link:
     """The server side of one WebSocket, carrying connections to one or more namespaces."""
@@ -106,8 +109,16 @@ class Link:
         protocol = self.protocol
         clock = self.router.clock
         metrics = self.router.metrics
+        # uvicorn queues every frame of a TCP read at once, and receive() does not suspend
+        # while its queue has some: yield now and then, so that a flooding client cannot
+        # hold the event loop for a whole read's worth of frames (flood isolation).
+        burst = 0
         while True:
             message = await receive()
+            burst += 1
+            if burst == _FAIR_SHARE:
+                burst = 0
+                await anyio.lowlevel.checkpoint()
             kind = message["type"]
             if kind == "websocket.receive":
                 self.last_received = clock()

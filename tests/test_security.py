@@ -6,7 +6,7 @@ import asyncio
 import json
 import random
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 import pytest
@@ -448,6 +448,51 @@ async def test_a_failing_filter_drops_the_event_for_that_receiver(caplog: pytest
             assert got["victim"] == []  # dropped, never sent unfiltered
             assert await victim.call("echo", 1, namespace="/fragile", timeout=5) == 1
     assert any("outgoing filter" in r.getMessage() for r in caplog.records)
+
+
+class Marks(RealtimeEndpoint):
+    namespace = "/marks"
+    order: ClassVar[list[tuple[str, int]]] = []
+
+    @on_event("mark")
+    async def mark(self, conn: Connection, n: int) -> None:
+        self.order.append((conn.auth["who"], n))
+
+
+async def test_a_flooding_link_lets_others_run() -> None:
+    """uvicorn hands a link every frame of a TCP read without suspending: the reader must yield now and then."""
+    Marks.order = []
+    router = RealtimeRouter([Marks])
+    scope = {"type": "websocket", "subprotocols": ["rt.v1.json"], "headers": [], "path": "/", "query_string": b""}
+
+    def client(who: str, marks: int) -> tuple[Any, Any]:
+        frames = [json.dumps([1, "/marks", {"who": who}])]
+        frames += [json.dumps([5, "/marks", "mark", i]) for i in range(marks)]
+        inbox = [{"type": "websocket.receive", "text": f} for f in frames]
+        forever = asyncio.Event()
+
+        async def receive() -> dict[str, Any]:
+            if inbox:
+                return inbox.pop(0)  # never suspends while there is something to read, like uvicorn
+            await forever.wait()
+            return {"type": "websocket.disconnect", "code": 1000}
+
+        async def send(message: dict[str, Any]) -> None:
+            pass
+
+        return receive, send
+
+    async with router:
+        flood = asyncio.ensure_future(router(scope, *client("flood", 500)))
+        polite = asyncio.ensure_future(router(scope, *client("polite", 1)))
+        async with asyncio.timeout(5):
+            while len(Marks.order) < 501:
+                await asyncio.sleep(0.01)
+        for task in (flood, polite):
+            task.cancel()
+        await asyncio.gather(flood, polite, return_exceptions=True)
+    where = Marks.order.index(("polite", 0))
+    assert where < 50, f"the polite client's event waited for {where} flood events"
 
 
 # Rate limits --------------------------------------------------------------------------------------------
