@@ -24,6 +24,7 @@ import math
 import multiprocessing as mp
 import os
 import platform
+import random
 import shutil
 import signal
 import socket
@@ -227,9 +228,11 @@ class Server:
 
     live: ClassVar[set[Server]] = set()
 
-    def __init__(self, spec: ServerSpec, env: dict[str, str] | None = None):
+    def __init__(self, spec: ServerSpec, env: dict[str, str] | None = None, cpus: set[int] | None = None):
         self.spec = spec
         self.env = env or {}
+        # The CPUs it may run on: SERVER_CPU unless given (capacity_cluster spreads its nodes over every core).
+        self.cpus = cpus
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -245,6 +248,12 @@ class Server:
         """The process that serves (and is measured): the server itself, or granian's worker process."""
         assert self.proc is not None
         return getattr(self, "worker_pid", None) or self.proc.pid
+
+    def _set_affinity(self) -> None:
+        if self.cpus is not None:
+            os.sched_setaffinity(0, self.cpus)
+        else:
+            _pin(SERVER_CPU)
 
     def own_pids(self) -> list[int]:
         """The server's processes (and its profiler's): not foreign load."""
@@ -283,7 +292,7 @@ class Server:
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         self.proc = subprocess.Popen(
             self.spec.command(self.port), cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=lambda: _pin(SERVER_CPU),
+            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=self._set_affinity,
         )
         log.close()
         Server.live.add(self)
@@ -576,7 +585,8 @@ class Conn(WSListener):  # type: ignore[misc,valid-type]
             self.ready.set_result(True)
 
     def fail(self, why: str) -> None:
-        self.w.errors.append(why)
+        if len(self.w.errors) < 20:
+            self.w.errors.append(why)
         if not self.ready.done():
             self.ready.set_exception(ConnectionError(why))
 
@@ -734,38 +744,64 @@ class Worker:
     # --- operations ---------------------------------------------------------------------------------------------------
 
     async def op_connect(self, url: str, dialect: str, n: int, src_ip: str, concurrency: int, join: str | None,
-                         strict: bool, pad_len: int, timeout: float) -> dict[str, Any]:
+                         strict: bool, pad_len: int, timeout: float, retries: int = 0) -> dict[str, Any]:
+        """Open n connections. ``retries``: how often one connection may try again after a retryable failure (a
+        CONNECT_ERROR marked retryable, or a handshake time-out), with a jittered backoff, as a real client would;
+        the retries are counted (0 by default: any failure is final)."""
         self.dialect = DIALECTS[dialect]()
         self.strict = strict
         self.pad_len = pad_len
         sem = asyncio.Semaphore(concurrency)
         ok = 0
         failed = 0
+        retried = 0
         t_start = time.monotonic()
         t_end = t_start
         deadline = t_start + timeout
 
+        async def attempt() -> Conn:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("connect phase timed out")
+            c: Conn | None = None
+
+            def factory() -> Conn:
+                nonlocal c
+                c = Conn(self, self.dialect)
+                return c
+
+            try:
+                await asyncio.wait_for(
+                    ws_connect(factory, url, extra_headers=self.dialect.headers, local_addr=(src_ip, 0),
+                               websocket_handshake_timeout=min(10.0, remaining), enable_auto_ping=False,
+                               use_aiofastnet=USE_AIOFASTNET),
+                    remaining)
+                assert c is not None
+                await asyncio.wait_for(c.ready, max(0.1, deadline - time.monotonic()))
+            except BaseException:
+                if c is not None and c.transport is not None and not c.closed:
+                    c.closed = True  # a failed attempt, not a connection closed later: not counted as closed
+                    c.transport.disconnect()  # do not leave a half-open connection behind
+                raise
+            return c
+
         async def one() -> None:
-            nonlocal ok, failed, t_end
+            nonlocal ok, failed, t_end, retried
             async with sem:
                 try:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError("connect phase timed out")
-                    c: Conn | None = None
-
-                    def factory() -> Conn:
-                        nonlocal c
-                        c = Conn(self, self.dialect)
-                        return c
-
-                    await asyncio.wait_for(
-                        ws_connect(factory, url, extra_headers=self.dialect.headers, local_addr=(src_ip, 0),
-                                   websocket_handshake_timeout=min(10.0, remaining), enable_auto_ping=False,
-                                   use_aiofastnet=USE_AIOFASTNET),
-                        remaining)
-                    assert c is not None
-                    await asyncio.wait_for(c.ready, max(0.1, deadline - time.monotonic()))
+                    for k in range(retries + 1):
+                        try:
+                            c = await attempt()
+                            break
+                        except (ConnectionError, TimeoutError) as e:
+                            text = str(e)
+                            # retryable: a CONNECT_ERROR whose last field is true, or a handshake time-out
+                            again = (("CONNECT_ERROR" in text and text.rstrip("'\"").endswith("true]"))
+                                     or (isinstance(e, TimeoutError) and "connect phase" not in text))
+                            if k == retries or not again or time.monotonic() > deadline - 1.0:
+                                raise
+                            retried += 1
+                            await asyncio.sleep(min(2.0, 0.25 * 2 ** k) * (0.5 + random.random()))
                     if join is not None:
                         b = await c.request("join", _json_frag(join), max(0.1, deadline - time.monotonic()))
                         if strict:
@@ -780,8 +816,8 @@ class Worker:
 
         cpu0 = _cpu_self()
         await asyncio.gather(*(one() for _ in range(n)))
-        return {"ok": ok, "failed": failed, "t_start": t_start, "t_end": t_end, "cpu": _cpu_self() - cpu0,
-                "errors": self.errors[:10]}
+        return {"ok": ok, "failed": failed, "retried": retried, "t_start": t_start, "t_end": t_end,
+                "cpu": _cpu_self() - cpu0, "errors": self.errors[:10]}
 
     async def op_pause(self, k: int) -> dict[str, Any]:
         """Make the last k connections stop reading (slow receivers); they are left out of every count."""
@@ -1064,6 +1100,14 @@ def next_src_ip() -> str:
     return f"127.0.0.{_ip_counter + 2}"
 
 
+def sum_counts(dicts: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for d in dicts:
+        for k, v in d.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
 def split(n: int, parts: int) -> list[int]:
     return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
 
@@ -1122,8 +1166,10 @@ def connect_all(workers: list[WorkerHandle], url: str, spec: ServerSpec, counts:
 # --- fanout -----------------------------------------------------------------------------------------------------------
 
 
-def fanout_phase(srv: Server, pub: WorkerHandle, recv: list[WorkerHandle], pub_kw: dict[str, Any],
-                 timeout: float) -> dict[str, Any]:
+def fanout_phase(srv: Server | ServerGroup, pub: WorkerHandle, recv: list[WorkerHandle], pub_kw: dict[str, Any],
+                 timeout: float, cross: list[bool] | None = None) -> dict[str, Any]:
+    """One measured fan-out phase. ``cross`` (cluster workload): per receiver process, whether it is attached to
+    another node than the publisher's; then the deliveries and latency of those receivers are reported apart."""
     call_all([(w, "arm", {}) for w in recv], 10)
     cpu0, c1_0, t0, rss0 = srv.cpu(), cpu_busy_seconds(CLIENT_CPU), time.monotonic(), srv.rss_kib()
     fl = ForeignLoad(*srv.own_pids(), pub.proc.pid or 0, *(w.proc.pid or 0 for w in recv)).start()
@@ -1139,7 +1185,19 @@ def fanout_phase(srv: Server, pub: WorkerHandle, recv: list[WorkerHandle], pub_k
     p50, p99, p999 = pctl(lat, [50, 99, 99.9])
     wall = t1 - t0
     client_cpu = p["cpu"] + sum(r["cpu"] for r in rs)
+    extra: dict[str, Any] = {}
+    if cross is not None:
+        xs = [r for r, x in zip(rs, cross, strict=True) if x]
+        x_deliveries = sum(r["total"] for r in xs)
+        x50, x99, x999 = pctl(cat_bytes([r["lat"] for r in xs]), [50, 99, 99.9])
+        s50, s99, _ = pctl(cat_bytes([r["lat"] for r, x in zip(rs, cross, strict=True) if not x]), [50, 99, 99.9])
+        extra = {"cross_deliveries": x_deliveries,
+                 "cross_deliveries_per_s": x_deliveries / span if span > 0 else None,
+                 "cross_lat_p50_ms": x50 and x50 * 1e3, "cross_lat_p99_ms": x99 and x99 * 1e3,
+                 "cross_lat_p999_ms": x999 and x999 * 1e3,
+                 "same_lat_p50_ms": s50 and s50 * 1e3, "same_lat_p99_ms": s99 and s99 * 1e3}
     return {
+        **extra,
         "published": p["sent"], "acked": p["acked"], "stalled": p["stalled"], "overloaded": p["overloaded"],
         "max_ack_gap_s": p["max_ack_gap"],
         "deliveries": deliveries, "expected": sum(r["expected"] for r in rs),
@@ -1253,7 +1311,7 @@ def run_capacity(spec: ServerSpec, c: int, args: argparse.Namespace, check: Chec
             "kib_per_conn": (rss1 - rss0) / conn["ok"] if conn["ok"] else None,
             "hold_s": args.hold, "heartbeats_per_conn": pings / conn["ok"] if conn["ok"] else 0,
             "closed": closed, "answered_after_hold": answered,
-            "close_codes": {k: v for r in chk for k, v in r["close_codes"].items()},
+            "close_codes": sum_counts(r["close_codes"] for r in chk),
             "errors": [e for r in chk for e in r["errors"]][:10],
         })
         check(closed == 0, f"{closed} connections closed during the hold ({out['close_codes']})")
@@ -1308,20 +1366,161 @@ def run_ack(spec: ServerSpec, n: int, args: argparse.Namespace, check: Check) ->
     return out
 
 
-# --- cluster (placeholder) --------------------------------------------------------------------------------------------
+# --- cluster ----------------------------------------------------------------------------------------------------------
+
+
+class RedisProc:
+    """A redis-server of our own (free port, no persistence), pinned like the servers unless told otherwise."""
+
+    def __init__(self, cpus: set[int] | None = None):
+        self.cpus = cpus
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def _affinity(self) -> None:
+        if self.cpus is not None:
+            os.sched_setaffinity(0, self.cpus)
+        else:
+            _pin(SERVER_CPU)
+
+    def __enter__(self) -> RedisProc:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        self.port = free_port()
+        self.dir = TMP_DIR / f"redis-{self.port}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", HOST, "--save", "", "--appendonly", "no", "--dir",
+             str(self.dir), "--loglevel", "warning", "--maxclients", "20000"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=self._affinity)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection((HOST, self.port), timeout=0.5):
+                    return self
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.__exit__()
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        shutil.rmtree(getattr(self, "dir", TMP_DIR / "none"), ignore_errors=True)
+
+
+class ServerGroup:
+    """Several nodes and their Redis, measured as one server: CPU and RSS are sums, every pid is ours."""
+
+    def __init__(self, nodes: list[Server], redis: RedisProc):
+        self.nodes = nodes
+        self.redis = redis
+
+    @property
+    def pid(self) -> int:
+        return self.nodes[0].pid
+
+    def own_pids(self) -> list[int]:
+        return [p for n in self.nodes for p in n.own_pids()] + [self.redis.pid]
+
+    def cpu(self) -> float:
+        return sum(n.cpu() for n in self.nodes) + proc_cpu_seconds(self.redis.pid)
+
+    def rss_kib(self) -> int:
+        return sum(n.rss_kib() for n in self.nodes) + proc_rss_kib(self.redis.pid)
+
+    def alive(self) -> bool:
+        return all(n.alive() for n in self.nodes) and self.redis.proc is not None and self.redis.proc.poll() is None
 
 
 def run_cluster(spec: ServerSpec, n: int, args: argparse.Namespace, check: Check) -> dict[str, Any]:
-    """PLACEHOLDER - to be filled in when ours supports backend="redis://".
+    """Fan-out across --nodes (2-4) processes of servers/ours.py on one redis-server (BENCH_BACKEND=redis://).
 
-    Plan: start one redis-server (on 127.0.0.1, a free port, `--save "" --appendonly no`, pinned with the servers),
-    start --nodes (2-4) processes of servers/ours.py with BENCH_BACKEND=redis://127.0.0.1:PORT, spread the N
-    receivers of the fanout workload round-robin over the nodes (connect_all per node URL), publish from one node,
-    and report deliveries/s, cross-node latency p50/p99 and the CPU-s per 1M deliveries summed over all nodes and
-    Redis (proc_cpu_seconds of each pid). Only "ours" takes part: the peers have no comparable Redis mode here
-    (python-socketio's AsyncRedisManager could be added as a reference point).
+    The N receivers are spread over the nodes (one client process per node at least, each attached to one node);
+    the publisher is attached to node 1, so the receivers of the other nodes are the cross-node ones. Every node and
+    Redis run on the server core (the same one-core budget as the single-process fan-out, so the CPU-s per 1M
+    deliveries, summed over the nodes and Redis, shows what the Redis hop costs); clients on the other core.
+    Reports the fan-out metrics (burst and steady) plus cross-node deliveries/s and cross/same-node latency.
+    Only ours takes part: the peers have no comparable Redis mode in this harness.
     """
-    raise NotImplementedError("the cluster workload is a placeholder until ours supports the redis:// backend")
+    if spec.key != "ours":
+        raise ValueError(f"cluster: only ours runs on Redis here, not {spec.key}")
+    nodes_n = args.nodes
+    per = args.conns_per_proc
+    n_recv_procs = max(nodes_n, math.ceil(n / per), args.client_procs - 1)
+    counts = split(n, n_recv_procs)
+    attach = [i % nodes_n for i in range(n_recv_procs)]  # receiver process i -> node attach[i]
+    pad = pad_for(args.payload)
+    out: dict[str, Any] = {"server": spec.key, "n": n, "nodes": nodes_n}
+    with RedisProc() as redis:
+        env = dict(server_env(args), BENCH_BACKEND=redis.url)
+        nodes = [Server(spec, env) for _ in range(nodes_n)]
+        try:
+            for node in nodes:
+                node.start()
+            group = ServerGroup(nodes, redis)
+            with Clients(n_recv_procs + 1) as cl:
+                pub, recv = cl.workers[0], cl.workers[1:]
+                res = call_all(
+                    [(w, "connect", dict(url=nodes[attach[i]].url(), dialect=spec.dialect, n=counts[i],
+                                         src_ip=next_src_ip(), concurrency=args.concurrency, join=ROOM,
+                                         strict=args.smoke, pad_len=pad, timeout=args.connect_timeout))
+                     for i, w in enumerate(recv)], args.connect_timeout + 15)
+                ok = sum(r["ok"] for r in res)
+                out["connect"] = {"ok": ok, "per_node": [sum(r["ok"] for r, a in zip(res, attach, strict=True)
+                                                            if a == k) for k in range(nodes_n)],
+                                  "errors": [e for r in res for e in r["errors"]][:10]}
+                check(ok == n, f"receivers connected {ok}/{n}: {out['connect']['errors']}")
+                pc = connect_all([pub], nodes[0].url(), spec, [1], None, args, 30)
+                check(pc["ok"] == 1, f"publisher did not connect: {pc['errors']}")
+                if ok == 0 or pc["ok"] == 0:
+                    raise RuntimeError(f"cluster: clients could not connect: {out['connect']['errors']}")
+                cross = [a != 0 for a in attach]
+                base = dict(window=args.window, pad_len=pad, stall_timeout=args.stall_timeout,
+                            max_outstanding=10_000, drain=args.drain)
+                warm = fanout_phase(group, pub, recv, dict(base, mode="burst", count=args.warmup_messages,
+                                                           duration=5.0, rate=0.0), 30, cross)
+                check(warm["deliveries"] == warm["expected"],
+                      f"warm-up delivered {warm['deliveries']}/{warm['expected']}")
+                for mode in args.modes:
+                    if mode == "burst":
+                        kw = dict(base, mode="burst", count=args.count or 10**9, duration=args.duration, rate=0.0)
+                    else:
+                        rate = max(1.0, args.steady_deliveries / n)
+                        kw = dict(base, mode="steady", count=args.count or 10**9, duration=args.duration,
+                                  rate=rate)
+                    r = fanout_phase(group, pub, recv, kw, args.duration + 30, cross)
+                    out[mode] = r
+                    check(r["published"] > 0 and r["acked"] == r["published"],
+                          f"{mode}: acked {r['acked']}/{r['published']}")
+                    check(r["deliveries"] == r["expected"] and r["short_conns"] == 0,
+                          f"{mode}: delivered {r['deliveries']}/{r['expected']} ({r['short_conns']} receivers short)")
+                    check(r["order_errors"] == 0, f"{mode}: {r['order_errors']} out-of-order deliveries")
+                    check(r["content_errors"] == 0 and r["closed"] == 0,
+                          f"{mode}: content errors {r['content_errors']}, closed {r['closed']}: {r['errors']}")
+                out["server_rss_kib"] = group.rss_kib()
+                out["redis_rss_kib"] = proc_rss_kib(redis.pid)
+        finally:
+            for node in nodes:
+                node.stop()
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -1355,7 +1554,21 @@ WORKLOADS: dict[str, dict[str, Any]] = {
                         ("server_cpu_util", "server CPU util", "{:.2f}"),
                         ("client_core_busy", "client core busy", "{:.2f}"),
                         ("client_cpu_util", "client procs CPU", "{:.2f}"), ("foreign_cpu", "foreign CPU", "{:.2f}")]},
-    "cluster": {"run": run_cluster, "sizes": [1000], "smoke_sizes": [5], "metrics": []},
+    "cluster": {"run": run_cluster, "sizes": [1000], "smoke_sizes": [6],
+                "metrics": [("burst.deliveries_per_s", "deliveries/s", "{:,.0f}"),
+                            ("burst.cross_deliveries_per_s", "cross-node deliveries/s", "{:,.0f}"),
+                            ("burst.cpu_s_per_M", "CPU-s/1M (nodes+Redis)", "{:.1f}"),
+                            ("burst.lat_p50_ms", "burst p50 ms", "{:.1f}"),
+                            ("burst.lat_p99_ms", "burst p99 ms", "{:.1f}"),
+                            ("burst.cross_lat_p99_ms", "burst cross-node p99 ms", "{:.1f}"),
+                            ("steady.cpu_s_per_M", "steady CPU-s/1M", "{:.1f}"),
+                            ("steady.cross_lat_p50_ms", "steady cross-node p50 ms", "{:.2f}"),
+                            ("steady.cross_lat_p99_ms", "steady cross-node p99 ms", "{:.2f}"),
+                            ("steady.same_lat_p99_ms", "steady same-node p99 ms", "{:.2f}"),
+                            ("steady.lat_p999_ms", "steady p999 ms", "{:.2f}"),
+                            ("burst.server_cpu_util", "server CPU util", "{:.2f}"),
+                            ("burst.client_core_busy", "client core busy", "{:.2f}"),
+                            ("burst.foreign_cpu", "foreign CPU", "{:.2f}")]},
 }
 SLOW_METRICS = [("slow.deliveries_per_s", "healthy deliveries/s", "{:,.0f}"),
                 ("slow.acked", "publishes acked", "{:,.0f}"), ("slow.stalled", "stalled", "{}"),
@@ -1500,7 +1713,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.harness", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("workload", choices=list(WORKLOADS))
-    p.add_argument("--servers", default=DEFAULT_SERVERS, help=f"comma list of {','.join(SERVERS)}")
+    p.add_argument("--servers", default=None,
+                   help=f"comma list of {','.join(SERVERS)} (default {DEFAULT_SERVERS}; cluster: ours)")
     p.add_argument("--sizes", help="comma list: connections (capacity), receivers (fanout), clients (ack)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--smoke", action="store_true", help="tiny sizes, assert correctness only, results in tmp/")
@@ -1531,6 +1745,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--slow-receivers", type=int, default=100)
     p.add_argument("--slow-payload", type=int, default=1024)
     p.add_argument("--slow-duration", type=float, default=10.0)
+    p.add_argument("--nodes", type=int, default=3, help="cluster: nodes of ours on one redis-server (2-4)")
     p.add_argument("--asgi-server", choices=["uvicorn", "granian"], default="uvicorn",
                    help="ASGI server of the Python servers (granian: one worker, one runtime thread, uvloop)")
     p.add_argument("--ws", default="websockets-sansio", choices=["websockets-sansio", "websockets", "wsproto"],
@@ -1546,7 +1761,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="before each run, wait up to this long for other processes to leave our cores idle")
     p.add_argument("--max-retries", type=int, default=3, help="reruns allowed per run (--max-foreign)")
     args = p.parse_args(argv)
+    if args.servers is None:
+        args.servers = "ours" if args.workload == "cluster" else DEFAULT_SERVERS
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    if args.workload == "cluster":
+        if args.servers != ["ours"]:
+            p.error("cluster: only ours has a Redis mode here (--servers ours)")
+        if not 1 <= args.nodes <= 8:
+            p.error("--nodes: 1 to 8")
     for s in args.servers:
         if s not in SERVERS:
             p.error(f"unknown server {s!r}")
@@ -1669,7 +1891,8 @@ def main(argv: list[str] | None = None) -> int:
     stem.parent.mkdir(parents=True, exist_ok=True)
     result = {"workload": args.workload, "smoke": args.smoke, "started": started, "seconds": time.time() - started,
               "argv": sys.argv[1:] if argv is None else argv, "config": {k: v for k, v in vars(args).items()},
-              "env": versions(), "uvicorn_args": uvicorn_args(), "stack": stack_label(), "summary": summary, "table": table,
+              "env": versions(), "uvicorn_args": uvicorn_args(), "stack": stack_label(), "summary": summary,
+              "table": table,
               "failures": failures, "runs": runs, "discarded_runs": discarded}
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str))
     if not args.no_plot and not args.smoke and runs:
