@@ -1672,6 +1672,11 @@ def plot(workload: str, summary: dict[str, Any], metrics: list[tuple[str, str, s
             vals = [summary[k].get(s, {}).get(m) for k in keys]
             vals = [float(v) if isinstance(v, (int, float)) else np.nan for v in vals]
             ax.bar(x + i * width, vals, width, label=SERVERS[s].label)
+        panel = [v for k in keys for v in (summary[k].get(s, {}).get(m) for s in servers)
+                 if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0]
+        if panel and max(panel) / min(panel) > 30:
+            ax.set_yscale("log")  # one peer far off (python-socketio at 10,000): keep the others readable
+            label = f"{label} (log scale)"
         ax.set_xticks(x + width * (len(servers) - 1) / 2,
                       [f"N={k.replace('+slow', ' + 1 slow')}" for k in keys])
         ax.set_title(label, fontsize=10)
@@ -1751,6 +1756,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ws", default="websockets-sansio", choices=["websockets-sansio", "websockets", "wsproto"],
                    help="uvicorn's WebSocket implementation for the Python servers")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--replot", metavar="JSON", help="only redraw the PNG of a results file (next to it)")
     p.add_argument("--profile", metavar="DIR",
                    help="record each Python server with py-spy (collapsed stacks in DIR/<server>-<port>.txt; "
                         "summarize with python -m benchmarks.profile_summary DIR/*.txt)")
@@ -1798,7 +1804,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    global PROFILE_DIR, PROFILE_RATE, ASGI_SERVER, UVICORN_WS
+    if args.replot:
+        res = json.loads(Path(args.replot).read_text())
+        wl = WORKLOADS[res["workload"]]
+        servers = [s for s in res["config"]["servers"] if any(s in by for by in res["summary"].values())]
+        metrics = list(wl["metrics"]) + (SLOW_METRICS if any("slow" in k for k in res["summary"]) else [])
+        global ASGI_SERVER, UVICORN_WS
+        ASGI_SERVER, UVICORN_WS = res["config"].get("asgi_server", "uvicorn"), res["config"].get("ws", UVICORN_WS)
+        plot(res["workload"], res["summary"], metrics, servers, Path(args.replot).with_suffix(".png"))
+        return 0
+    global PROFILE_DIR, PROFILE_RATE
     ASGI_SERVER, UVICORN_WS = args.asgi_server, args.ws
     if args.profile:
         PROFILE_DIR, PROFILE_RATE = Path(args.profile), args.profile_rate
