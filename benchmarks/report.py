@@ -81,7 +81,7 @@ def targets(fan: dict[str, Any] | None, ack: dict[str, Any] | None, cap: dict[st
 
     def ratio(summary: dict[str, Any], key: str, metric: str) -> float | None:
         by = summary.get(key, {})
-        a, b = get(by, f"ours.{metric}"), get(by, f"raw.{metric}")
+        a, b = by.get("ours", {}).get(metric), by.get("raw", {}).get(metric)
         return a / b if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
 
     if fan:
