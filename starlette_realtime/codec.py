@@ -16,6 +16,7 @@ import msgspec
 
 from .exceptions import ProtocolError
 from .frames import ClientFrame, Frame
+from .validation import enc_hook
 
 JSON_SUBPROTOCOL: Final = "rt.v1.json"
 MSGPACK_SUBPROTOCOL: Final = "rt.v1.msgpack"
@@ -36,7 +37,8 @@ class Codec:
 
     def __init__(self, module: Any) -> None:
         self._module = module
-        self._encoder = module.Encoder()
+        # enc_hook only runs for values msgspec cannot encode itself (Pydantic models).
+        self._encoder = module.Encoder(enc_hook=enc_hook)
         self._client_decoder = module.Decoder(ClientFrame)
         self._any_decoder = module.Decoder(Frame)
         self._payload_decoders: dict[Any, Callable[[bytes], Any]] = {}

@@ -3,6 +3,8 @@
 The payload parameter's annotation drives validation: msgspec decodes the raw
 payload straight into it (Structs, dataclasses, TypedDicts, builtins, unions;
 ``None`` for no payload) with a decoder built once per handler and encoding.
+A Pydantic annotation (a model, or any type built with Pydantic constraints) is
+validated by one ``TypeAdapter`` per handler instead (:mod:`.validation`).
 
 Unrelated to Starlette's old ``Router.on_event`` (removed in Starlette 1.0),
 which registered startup and shutdown hooks.
@@ -17,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
 from .codec import Codec
+from .validation import PydanticPayload, needs_pydantic
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -42,8 +45,8 @@ def on_event(
     """Mark an endpoint method as the handler of an event.
 
     The handler is ``async def handler(self, conn, payload: T) -> R`` (or without
-    ``payload``); ``T`` validates the payload and the return value ``R`` is the
-    acknowledgement.
+    ``payload``); ``T`` validates the payload (a msgspec type, or a Pydantic model or
+    constrained type) and the return value ``R`` is the acknowledgement.
 
     Args:
         name: the event name (1-64 characters of ``A-Z a-z 0-9 _ . : - /``).
@@ -75,7 +78,9 @@ _NO_PAYLOAD: Final = object()
 class Handler:
     """One event handler with its payload type and cached decoders."""
 
-    __slots__ = ("_decoders", "burst", "concurrent", "func", "name", "payload_type", "rate", "takes_payload")
+    __slots__ = (
+        "_decoders", "_pydantic", "burst", "concurrent", "func", "name", "payload_type", "rate", "takes_payload"
+    )
 
     def __init__(self, func: Callable[..., Awaitable[Any]], options: EventOptions, owner: type) -> None:
         self.name = options.name
@@ -96,6 +101,8 @@ class Handler:
                 raise TypeError(f"cannot resolve the annotations of {func.__qualname__}: {exc}") from exc
             tp = hints.get(params[2].name, Any)
             self.payload_type = type(None) if tp is None else tp
+        # Built here, once per handler, so that a type Pydantic cannot handle fails at class definition.
+        self._pydantic = PydanticPayload(self.payload_type) if needs_pydantic(self.payload_type) else None
         self._decoders: dict[Codec, Callable[[bytes], Any]] = {}
 
     def decode(self, codec: Codec, raw: Any) -> Any:
@@ -107,7 +114,10 @@ class Handler:
         """
         dec = self._decoders.get(codec)
         if dec is None:
-            dec = self._decoders[codec] = codec.payload_decoder(self.payload_type)
+            if self._pydantic is not None:
+                dec = self._decoders[codec] = self._pydantic.decoder(codec)
+            else:
+                dec = self._decoders[codec] = codec.payload_decoder(self.payload_type)
         return dec(raw)
 
     def __repr__(self) -> str:
