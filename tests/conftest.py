@@ -1,18 +1,58 @@
-"""Shared fixtures: real uvicorn servers on free loopback ports."""
+"""Shared fixtures: real uvicorn servers on free loopback ports, and :func:`need` for the real parts tests use."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import inspect
+import os
+import shutil
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import uvicorn
+
+ROOT = Path(__file__).resolve().parent.parent
+#: ``.ci/run`` exports ``CI=true``: there a missing part is a broken setup, and its tests fail instead of skipping.
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+CHROMIUM = "/usr/bin/chromium"
+
+
+def _module(name: str) -> Callable[[], bool]:
+    return lambda: importlib.util.find_spec(name) is not None
+
+
+#: Every real part a test may need: how to tell it is here, and how to install it.
+PARTS: dict[str, tuple[Callable[[], bool], str]] = {
+    "redis-server": (lambda: shutil.which("redis-server") is not None, "apt-get install -y redis-server"),
+    "chromium": (lambda: os.path.exists(CHROMIUM), "apt-get install -y chromium"),
+    "node": (lambda: shutil.which("node") is not None, "apt-get install -y nodejs"),
+    "npm packages": (lambda: (ROOT / "benchmarks" / "node" / "node_modules" / "socket.io").is_dir(),
+                     "cd benchmarks/node && npm ci"),
+    "playwright": (_module("playwright"), "pip install -e '.[dev]'"),
+    "picows": (_module("picows"), "pip install -e '.[bench]'"),
+}
+
+
+def need(*parts: str) -> None:
+    """Stop the calling test (or fixture) when a real part it needs is missing.
+
+    In CI (``CI=true``) the test fails with what to install; elsewhere it is skipped, and
+    pytest's summary (``-ra``) lists why.  Call it before importing the part.
+    """
+    missing = [f"{name} ({PARTS[name][1]})" for name in parts if not PARTS[name][0]()]
+    if not missing:
+        return
+    message = "missing " + ", ".join(missing)
+    if IN_CI:
+        pytest.fail(message + " -- CI must install it", pytrace=False)
+    pytest.skip(message)
 
 
 def free_port() -> int:
@@ -74,6 +114,17 @@ def serve(app: Any, **options: Any) -> Iterator[ServerThread]:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+#: What a test's marker says it needs (``pytest.mark.redis``, ``pytest.mark.browser``).
+MARKED_PARTS = {"redis": ("redis-server",), "browser": ("chromium", "playwright")}
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Before any fixture: a marked test whose part is missing fails in CI, else is skipped.
+    for marker, parts in MARKED_PARTS.items():
+        if item.get_closest_marker(marker) is not None:
+            need(*parts)
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -1,7 +1,7 @@
 """One contract, every backend: the memory backend and the Redis backend must answer alike.
 
 The Redis variant runs against a real redis-server that this module starts
-(it fails, never skips, when redis-server is missing).
+(without redis-server its tests fail in CI and are skipped elsewhere: see ``conftest.need``).
 """
 
 from __future__ import annotations
