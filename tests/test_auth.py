@@ -260,7 +260,7 @@ async def test_one_namespace_anonymous_another_authenticated(token_server: Any) 
     assert refused.value.code == "AUTHENTICATION_REQUIRED"
     assert ep.connects == 0  # on_connect never ran for the refused one
     token = auth.issue("ada", team="blue")
-    async with client(srv, ["/public", "/private"], auth={"/private": token}) as ada:
+    async with client(srv, ["/public", "/private"], namespace_auth={"/private": token}) as ada:
         me = await ada.call("whoami", namespace="/private", timeout=5)
         assert me["id"] == "ada" and me["expires_at"] > time.time() + 200
         assert await ada.call("whoami", namespace="/public", timeout=5) is None
@@ -332,7 +332,7 @@ async def test_refresh_auth_keeps_a_long_session_open() -> None:
 
 async def test_auth_event_refuses_bad_tokens_and_other_users(token_server: Any) -> None:
     srv, _, auth, _ = token_server
-    async with client(srv, ["/private", "/public"], auth={"/private": auth.issue("ada")}) as ada:
+    async with client(srv, ["/private", "/public"], namespace_auth={"/private": auth.issue("ada")}) as ada:
         before = (await ada.call("whoami", namespace="/private", timeout=5))["expires_at"]
         with pytest.raises(AckError) as err:
             await ada.call("$auth", {"token": "forged"}, namespace="/private", timeout=5)
@@ -355,7 +355,7 @@ async def test_disconnect_user_closes_every_websocket_of_the_user_with_4503(toke
     srv, realtime, auth, _ = token_server
     async with (
         client(srv, ["/private"], auth=auth.issue("ada")) as ada1,
-        client(srv, ["/private", "/public"], auth={"/private": auth.issue("ada")}) as ada2,
+        client(srv, ["/private", "/public"], namespace_auth={"/private": auth.issue("ada")}) as ada2,
         client(srv, ["/private"], auth=auth.issue("bob")) as bob,
     ):
         assert realtime.stats()["links"] == 3
