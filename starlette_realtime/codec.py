@@ -16,6 +16,7 @@ import msgspec
 
 from .exceptions import ProtocolError
 from .frames import ClientFrame, Frame
+from .limits import MAX_NESTING, nesting_exceeds
 from .validation import enc_hook
 
 JSON_SUBPROTOCOL: Final = "rt.v1.json"
@@ -63,7 +64,7 @@ class Codec:
         Raises:
             ProtocolError: the message is not a valid client frame.
         """
-        return _wrap_decode(self._client_decoder.decode, data)  # type: ignore[no-any-return]
+        return _wrap_decode(self._client_decoder.decode, data, self.binary)  # type: ignore[no-any-return]
 
     def decode_any(self, data: bytes) -> Frame:
         """Decode any frame (used by clients).
@@ -71,7 +72,7 @@ class Codec:
         Raises:
             ProtocolError: the message is not a valid frame.
         """
-        return _wrap_decode(self._any_decoder.decode, data)  # type: ignore[no-any-return]
+        return _wrap_decode(self._any_decoder.decode, data, self.binary)  # type: ignore[no-any-return]
 
     def payload_decoder(self, tp: Any) -> Callable[[bytes], Any]:
         """Return a cached decoder for payloads of type ``tp``."""
@@ -93,7 +94,11 @@ class Codec:
         return f"{type(self).__name__}()"
 
 
-def _wrap_decode(fn: Callable[[bytes], Any], data: bytes) -> Any:
+def _wrap_decode(fn: Callable[[bytes], Any], data: bytes, binary: bool) -> Any:
+    # Payloads sit one level inside the frame's array.  Checked first, so that msgspec never
+    # nears the recursion limit and every depth has one answer (limits.MAX_NESTING).
+    if nesting_exceeds(data, MAX_NESTING + 1, binary=binary):
+        raise ProtocolError(f"frame nested too deeply (a payload over {MAX_NESTING} levels)")
     try:
         return fn(data)
     except msgspec.ValidationError as exc:
@@ -101,7 +106,7 @@ def _wrap_decode(fn: Callable[[bytes], Any], data: bytes) -> Any:
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"undecodable frame: {exc}") from None
     except RecursionError:
-        # msgspec raises RecursionError, not DecodeError, past ~1000 levels.
+        # Only with a recursion limit lowered far below the default: msgspec raises this, not DecodeError.
         raise ProtocolError("frame nested too deeply") from None
 
 
