@@ -172,3 +172,23 @@ def test_encode_then_decode_is_identity(packet: Packet) -> None:
             T.BINARY_EVENT if packet.type is T.EVENT else T.BINARY_ACK, packet.nsp, packet.data, packet.id
         )
     assert out == expected
+
+
+def test_the_reassembler_groups_a_binary_packet_and_passes_text_through() -> None:
+    r = packets.Reassembler()
+    assert r.feed('42["a"]') == '42["a"]'
+    assert r.feed("3") == "3"
+    head = '452-["m",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]'
+    assert r.feed(head) is None
+    assert r.feed(b"\x01") is None
+    assert r.feed(b"\x02") == [head, b"\x01", b"\x02"]
+    assert r.feed("461-/x,3[{}]") is None
+    assert r.feed(b"z") == ["461-/x,3[{}]", b"z"]
+
+
+@pytest.mark.parametrize("messages", [[b"\x01"], ['451-["a"]', '42["b"]'], ["45-[]"], ["450-[]"], ["45x-[]"]])
+def test_the_reassembler_refuses_what_does_not_fit(messages: list[str | bytes]) -> None:
+    r = packets.Reassembler()
+    with pytest.raises(ProtocolError):
+        for m in messages:
+            r.feed(m)

@@ -52,7 +52,7 @@ def test_the_handshake_offers_the_upgrade_on_polling_only() -> None:
 def test_messages_posted_come_out_in_order_and_the_post_is_ok() -> None:
     s = polling()
     assert post(s, b"4test1\x1e4test2\x1ebAQIDBA==") is Verdict.OK
-    assert s.messages() == ["test1", "test2", b"\x01\x02\x03\x04"]
+    assert s.messages() == ["4test1", "4test2", b"\x01\x02\x03\x04"]
     assert s.messages() == []
 
 
@@ -174,6 +174,28 @@ def test_without_its_own_heartbeat_a_session_pings_only_when_told() -> None:
     assert s.deadline() == pytest.approx(100.0 + PT)
     s.receive_ws("3", None, 100.1)
     assert s.deadline() is None
+    assert s.messages() == ["3"]  # forwarded to the layer that drives the heartbeat
+
+
+def test_pre_encoded_payloads_go_to_the_get_or_split_into_frames() -> None:
+    s = polling()
+    s.send_payload('42["a"]\x1ebAQI=')
+    s.send("x")
+    assert get(s) == b'42["a"]\x1ebAQI=\x1e4x'
+    w = websocket()
+    w.send_payload('451-["a",{"_placeholder":true,"num":0}]\x1ebAQI=')
+    w.send_payload("2")
+    assert w.ws_frames() == ['451-["a",{"_placeholder":true,"num":0}]', b"\x01\x02", "2"]
+
+
+def test_payloads_buffered_during_the_probe_are_split_into_frames_on_upgrade() -> None:
+    s = polling()
+    assert s.begin_upgrade()
+    s.receive_ws("2probe", None, 0.0)
+    s.ws_frames()
+    s.send_payload('42["a"]\x1ebAQI=')
+    s.receive_ws("5", None, 0.0)
+    assert s.ws_frames() == ['42["a"]', b"\x01\x02"]
 
 
 # -- WebSocket --------------------------------------------------------------
@@ -183,7 +205,7 @@ def test_websocket_messages_text_and_binary() -> None:
     s = websocket()
     s.receive_ws("4hello", None, 0.0)
     s.receive_ws(None, b"\x01\x02", 0.0)
-    assert s.messages() == ["hello", b"\x01\x02"]
+    assert s.messages() == ["4hello", b"\x01\x02"]
     s.send("back")
     s.send(b"\x03")
     assert s.ws_frames() == ["4back", b"\x03"]
@@ -226,7 +248,7 @@ def test_upgrade_probe_releases_the_waiting_get_with_noop_then_5_switches() -> N
     assert s.transport is Transport.WEBSOCKET
     assert s.ws_frames() == ["4during"]
     s.receive_ws("4hello", None, 0.0)
-    assert s.messages() == ["hello"]
+    assert s.messages() == ["4hello"]
     s.send("after")
     assert s.ws_frames() == ["4after"]
 

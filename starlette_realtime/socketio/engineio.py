@@ -115,6 +115,13 @@ def decode_payload(body: bytes) -> list[Packet]:
     return packets
 
 
+def payload_frames(payload: str) -> list[str | bytes]:
+    """Split a polling payload into WebSocket frames: text packets as they are, ``b`` + base64 as bytes."""
+    if RECORD_SEPARATOR not in payload and payload[:1] != "b":
+        return [payload]
+    return [base64.b64decode(p[1:]) if p[:1] == "b" else p for p in payload.split(RECORD_SEPARATOR)]
+
+
 class Handshake(msgspec.Struct, frozen=True):
     """The payload of the ``open`` packet, in milliseconds as the protocol states them."""
 
@@ -241,4 +248,5 @@ __all__ = [
     "encode_polling_packet",
     "encode_ws",
     "open_packet",
+    "payload_frames",
 ]

@@ -256,6 +256,60 @@ class Decoder:
         return f"Decoder(waiting={self.waiting})"
 
 
+class Reassembler:
+    """Groups the Engine.IO messages of one binary packet (its text, then its attachments) into one unit.
+
+    A layer that hands one unit per packet to the layer above (which decodes it
+    with :func:`decode` and :func:`reconstruct`) feeds it every message from the
+    client: Engine.IO texts (``"4..."`` messages, ``"3"`` pongs) and binary
+    attachments.  Only binary packets' headers are looked at here.
+    """
+
+    def __init__(self) -> None:
+        self._parts: list[str | bytes] = []
+        self._missing = 0
+
+    def feed(self, message: str | bytes) -> str | list[str | bytes] | None:
+        """Take one message; return a text unit, a completed ``[text, *attachments]`` unit, or ``None``.
+
+        Raises:
+            ProtocolError: an attachment nobody announced, a text while attachments
+                are expected, or a bad attachment count.
+        """
+        if isinstance(message, str):
+            if self._missing:
+                raise ProtocolError("text packet while binary attachments were expected")
+            if message[1:2] not in ("5", "6") or message[:1] != "4":
+                return message
+            end = _digits(message, 2)
+            if end == 2 or message[end : end + 1] != "-":
+                raise ProtocolError("binary packet without an attachment count")
+            count = int(message[2:end])
+            if not 0 < count <= MAX_ATTACHMENTS:
+                raise ProtocolError("bad attachment count")
+            self._parts, self._missing = [message], count
+            return None
+        if not self._missing:
+            raise ProtocolError("binary message without a packet announcing it")
+        self._parts.append(message)
+        self._missing -= 1
+        if self._missing:
+            return None
+        unit, self._parts = self._parts, []
+        return unit
+
+
+def reconstruct(packet: Packet, attachments: list[bytes]) -> Packet:
+    """Put a binary packet's attachments where its placeholders are.
+
+    Raises:
+        ProtocolError: a placeholder names an attachment that is not there, or the
+            number of attachments differs from the announced count.
+    """
+    packet.data = _reconstruct(packet.data, attachments)
+    return packet
+
+
 __all__ = [
     "MAX_ACK_ID",
     "MAX_ATTACHMENTS",
@@ -264,7 +318,9 @@ __all__ = [
     "Packet",
     "PacketType",
     "Partial",
+    "Reassembler",
     "decode",
     "encode",
     "header",
+    "reconstruct",
 ]

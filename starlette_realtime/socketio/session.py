@@ -98,7 +98,7 @@ class EngineSession:
         self.heartbeat = heartbeat
         #: ``None`` while open; why the session closed otherwise (a key of :data:`CLOSE_CODES`).
         self.close_reason: str | None = None
-        self._buffer: list[Packet] = []  # waiting for a GET (or for the upgrade to finish)
+        self._buffer: list[str] = []  # polling-encoded packets waiting for a GET (or for the upgrade)
         self._ws_out: list[str | bytes] = []
         self._received: list[str | bytes] = []
         self._get_waiting = False
@@ -130,6 +130,19 @@ class EngineSession:
         if self.close_reason is None:
             self._out(Packet(PacketType.MESSAGE, data))
 
+    def send_payload(self, payload: str) -> None:
+        """Queue packets already encoded as a polling payload (``\\x1e``-separated, binary as ``b`` + base64).
+
+        This is how a wire's output reaches the client: appended to the next GET's
+        body on polling, split into one frame per packet on a WebSocket.
+        """
+        if self.close_reason is not None:
+            return
+        if self.transport is Transport.WEBSOCKET:
+            self._ws_out.extend(engineio.payload_frames(payload))
+        else:
+            self._buffer.append(payload)
+
     def send_ping(self, now: float) -> None:
         """Send a ``ping`` now and expect a ``pong`` within ``ping_timeout``."""
         if self.close_reason is None:
@@ -145,7 +158,7 @@ class EngineSession:
         if self.transport is Transport.WEBSOCKET:
             self._ws_out.append(engineio.encode_ws(packet))
         else:
-            self._buffer.append(packet)
+            self._buffer.append(engineio.encode_polling_packet(packet))
 
     def ws_frames(self) -> list[str | bytes]:
         """Take the frames to write on the WebSocket (``bytes`` for binary frames)."""
@@ -153,7 +166,12 @@ class EngineSession:
         return frames
 
     def messages(self) -> list[str | bytes]:
-        """Take the ``message`` payloads received from the client, in order."""
+        """Take what the client sent for the layer above, in order.
+
+        Text ``message`` packets come as their Engine.IO text (``"4..."``), binary
+        ones as their bytes; a ``pong`` comes as ``"3"`` when the session does not
+        run its own heartbeat.
+        """
         got, self._received = self._received, []
         return got
 
@@ -200,18 +218,19 @@ class EngineSession:
         if not self._get_waiting:
             return None
         if self._final is not None:
-            packets = [self._final]
+            body = engineio.encode_polling_packet(self._final)
             self._final = None
         elif self._probing:
-            packets = [engineio.NOOP]
+            body = "6"
         elif self._buffer:
-            packets, self._buffer = self._buffer, []
+            body = engineio.RECORD_SEPARATOR.join(self._buffer)
+            self._buffer = []
         elif self.close_reason is not None:
-            packets = [engineio.NOOP]
+            body = "6"
         else:
             return None
         self._get_waiting = False
-        return engineio.encode_payload(packets)
+        return body.encode()
 
     def abort_get(self) -> None:
         """The waiting GET's HTTP connection went away before it was answered."""
@@ -285,19 +304,22 @@ class EngineSession:
         if probing and kind not in (PacketType.PING, PacketType.UPGRADE, PacketType.NOOP):
             raise ProtocolError(f"packet {kind.name} on a WebSocket before the upgrade")
         if kind is PacketType.MESSAGE:
-            self._received.append(packet.data)
+            data = packet.data
+            self._received.append(data if isinstance(data, bytes) else "4" + data)
         elif kind is PacketType.PONG:
-            if self._pong_due is not None:
-                self._pong_due = None
-                if self.heartbeat:
-                    self._next_ping = now + self.ping_interval
+            self._pong_due = None
+            if self.heartbeat:
+                self._next_ping = now + self.ping_interval
+            else:
+                self._received.append("3")
         elif kind is PacketType.PING and probing and packet.data == engineio.PROBE:
             self._ws_out.append(engineio.encode_ws(Packet(PacketType.PONG, engineio.PROBE)))
         elif kind is PacketType.UPGRADE and probing:
             self.transport = Transport.WEBSOCKET
             self._probing = False
             buffered, self._buffer = self._buffer, []
-            self._ws_out.extend(engineio.encode_ws(p) for p in buffered)
+            for payload in buffered:
+                self._ws_out.extend(engineio.payload_frames(payload))
         elif kind is PacketType.CLOSE:
             self._close("client close", engineio.NOOP)
         elif kind is PacketType.NOOP:
