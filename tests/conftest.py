@@ -116,6 +116,14 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[Any]:
+    """A real local Redis Cluster, three masters and three replicas (``tests/redis_cluster.py``)."""
+    from redis_cluster import redis_cluster_fixture
+
+    yield from redis_cluster_fixture()
+
+
 #: What a test's marker says it needs (``pytest.mark.redis``, ``pytest.mark.browser``).
 MARKED_PARTS = {"redis": ("redis-server",), "browser": ("chromium", "playwright")}
 

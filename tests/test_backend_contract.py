@@ -1,7 +1,9 @@
-"""One contract, every backend: the memory backend and the Redis backend must answer alike.
+"""One contract, every backend: the memory backend, the Redis backend and the Redis backend on a Redis Cluster.
 
-The Redis variant runs against a real redis-server that this module starts
-(without redis-server its tests fail in CI and are skipped elsewhere: see ``conftest.need``).
+The Redis variant runs against a real redis-server that this module starts, the
+cluster variant against the local Redis Cluster of ``tests/redis_cluster.py``
+(three masters, three replicas).  Without redis-server (or redis-cli) their
+tests fail in CI and are skipped elsewhere.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 import anyio
 import pytest
 from procs import RedisServer
+from redis_cluster import LocalRedisCluster
 
 from starlette_realtime.backends import History, MemoryBackend, SessionStore
 from starlette_realtime.backends.base import Publication
@@ -33,12 +36,15 @@ def redis_server() -> Iterator[RedisServer]:
 Factory = Callable[..., Any]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def make(request: pytest.FixtureRequest) -> Factory:
     if request.param == "memory":
         return lambda **options: MemoryBackend(**options)
-    server: RedisServer = request.getfixturevalue("redis_server")
     prefix = "t" + secrets.token_hex(4)
+    if request.param == "cluster":
+        cluster: LocalRedisCluster = request.getfixturevalue("redis_cluster")
+        return lambda **options: RedisBackend(cluster.url, prefix=prefix, **options)
+    server: RedisServer = request.getfixturevalue("redis_server")
     return lambda **options: RedisBackend(server.url, prefix=prefix, **options)
 
 
