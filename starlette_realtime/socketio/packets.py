@@ -138,30 +138,38 @@ def _digits(text: str, pos: int) -> int:
     return end
 
 
-def decode(text: str) -> Packet | Partial:
-    """Decode the text part of a packet sent by a client.
+class Header(msgspec.Struct, frozen=True):
+    """What precedes a packet's JSON payload; ``end`` is where the payload starts."""
 
-    Returns:
-        The :class:`Packet`, or a :class:`Partial` when attachments follow.
+    type: PacketType
+    attachments: int
+    nsp: str
+    id: int | None
+    end: int
+
+
+def parse_header(text: str, start: int = 0) -> Header:
+    """Parse a packet's type, attachment count, namespace and ack id from ``text[start:]``.
 
     Raises:
-        ProtocolError: the packet is malformed or not allowed from a client.
+        ProtocolError: the type is unknown, a binary packet has no attachment
+            count, or the ack id is out of range.
     """
-    if not text or not text[0].isdigit() or not text[0].isascii():
+    if len(text) <= start or not text[start].isdigit() or not text[start].isascii():
         raise ProtocolError("missing Socket.IO packet type")
     try:
-        ptype = PacketType(int(text[0]))
+        ptype = PacketType(int(text[start]))
     except ValueError:
-        raise ProtocolError(f"unknown Socket.IO packet type {text[0]!r}") from None
-    pos = 1
+        raise ProtocolError(f"unknown Socket.IO packet type {text[start]!r}") from None
+    pos = start + 1
     expected = 0
     if ptype in _PLAIN:
         end = _digits(text, pos)
         if end == pos or end >= len(text) or text[end] != "-":
             raise ProtocolError("binary packet without an attachment count")
         expected = int(text[pos:end])
-        if expected > MAX_ATTACHMENTS:
-            raise ProtocolError("too many attachments")
+        if not 0 < expected <= MAX_ATTACHMENTS:
+            raise ProtocolError("bad attachment count")
         pos = end + 1
     nsp = "/"
     if text.startswith("/", pos):
@@ -172,10 +180,23 @@ def decode(text: str) -> Packet | Partial:
     ack_id: int | None = None
     end = _digits(text, pos)
     if end > pos:
-        ack_id = int(text[pos:end])
-        if ack_id > MAX_ACK_ID:
+        if end - pos > 10 or (ack_id := int(text[pos:end])) > MAX_ACK_ID:
             raise ProtocolError("ack id out of range")
         pos = end
+    return Header(ptype, expected, nsp, ack_id, pos)
+
+
+def decode(text: str) -> Packet | Partial:
+    """Decode the text part of a packet sent by a client.
+
+    Returns:
+        The :class:`Packet`, or a :class:`Partial` when attachments follow.
+
+    Raises:
+        ProtocolError: the packet is malformed or not allowed from a client.
+    """
+    head = parse_header(text)
+    ptype, expected, nsp, ack_id, pos = head.type, head.attachments, head.nsp, head.id, head.end
     data: Any = None
     if pos < len(text):
         try:
