@@ -5,6 +5,7 @@ between them); markdown renderers hide it::
 
     <!-- docs-test: skip (why it cannot run) -->
     <!-- docs-test: continue -->
+    <!-- docs-test: continue in=chat.py -->
     <!-- docs-test: server -->
     <!-- docs-test: client copies=2 stop=3 expect="said" -->
 """
@@ -40,11 +41,16 @@ class Block:
         return f"{self.page}:{self.line}"
 
     @property
-    def module_name(self) -> str:
-        """The module a ``server`` block is served as: its ``# name.py`` first-line comment, else ``app``."""
+    def file_name(self) -> str | None:
+        """The file the block says it is, by a first-line comment such as ``# chat.py``."""
         first = self.source.lstrip().split("\n", 1)[0]
-        m = re.match(r"^#\s*([A-Za-z_]\w*)\.py\s*$", first)
-        return m.group(1) if m else "app"
+        m = re.match(r"^#\s*([A-Za-z_]\w*\.py)\s*$", first)
+        return m.group(1) if m else None
+
+    @property
+    def module_name(self) -> str:
+        """The module a ``server`` block is served as: its file's name, else ``app``."""
+        return self.file_name[:-3] if self.file_name else "app"
 
 
 def pages() -> list[Path]:
