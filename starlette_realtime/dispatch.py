@@ -46,7 +46,10 @@ def on_event(
 
     The handler is ``async def handler(self, conn, payload: T) -> R`` (or without
     ``payload``); ``T`` validates the payload (a msgspec type, or a Pydantic model or
-    constrained type) and the return value ``R`` is the acknowledgement.
+    constrained type) and the return value ``R`` is the acknowledgement.  A handler
+    with several payload parameters (``self, conn, a: A, b: B``) takes an array
+    payload of that many elements, decoded as ``tuple[A, B]`` and spread into them:
+    that is how a Socket.IO event's several arguments reach typed parameters.
 
     Args:
         name: the event name (1-64 characters of ``A-Z a-z 0-9 _ . : - /``).
@@ -99,8 +102,14 @@ class Handler:
                 hints = typing.get_type_hints(func, include_extras=True)
             except Exception as exc:
                 raise TypeError(f"cannot resolve the annotations of {func.__qualname__}: {exc}") from exc
-            tp = hints.get(params[2].name, Any)
-            self.payload_type = type(None) if tp is None else tp
+            kinds = [hints.get(p.name, Any) for p in params[2:]]
+            kinds = [type(None) if tp is None else tp for tp in kinds]
+            self.payload_type = kinds[0]
+            if len(kinds) > 1:
+                # Several payload parameters (a Socket.IO event's several arguments): the payload
+                # is an array of that many elements, decoded as a tuple and spread into them.
+                self.payload_type = tuple.__class_getitem__(tuple(kinds))
+                self.func = _spread(func)
         # Built here, once per handler, so that a type Pydantic cannot handle fails at class definition.
         self._pydantic = PydanticPayload(self.payload_type) if needs_pydantic(self.payload_type) else None
         self._decoders: dict[Codec, Callable[[bytes], Any]] = {}
@@ -122,6 +131,15 @@ class Handler:
 
     def __repr__(self) -> str:
         return f"Handler({self.name!r}, payload={self.payload_type!r})"
+
+
+def _spread(func: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def spread(endpoint: Any, conn: Any, payload: tuple[Any, ...]) -> Any:
+        return await func(endpoint, conn, *payload)
+
+    spread.__qualname__ = func.__qualname__
+    spread.__name__ = func.__name__
+    return spread
 
 
 _FILTER_MARK: Final = "__realtime_outgoing__"
