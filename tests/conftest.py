@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import uvicorn
 
@@ -143,6 +144,43 @@ def pytest_pycollect_makeitem(collector: Any, name: str, obj: Any) -> None:
     # Every async test runs on anyio's asyncio backend without a marker of its own.
     if inspect.iscoroutinefunction(obj) and name.startswith("test"):
         pytest.mark.anyio(obj)
+
+
+class ManualClock:
+    """A clock that moves only when a test says so: ``Limits(clock=...)``, ``MemoryBackend(clock=...)``.
+
+    Reading it from another thread (a ServerThread's loop) is safe: it is one float.
+    """
+
+    def __init__(self, now: float = 1_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def __repr__(self) -> str:
+        return f"ManualClock({self.now})"
+
+
+async def eventually(predicate: Callable[[], object], timeout: float = 5.0, message: str | None = None) -> None:
+    """Wait until ``predicate()`` holds (checked every 10 ms); fail saying what was awaited after ``timeout``.
+
+    For what a real process (a server, a peer) does in its own time; ``message`` defaults to
+    where the predicate was written.
+    """
+    try:
+        with anyio.fail_after(timeout):
+            while not predicate():
+                await anyio.sleep(0.01)
+    except TimeoutError:
+        if message is None:
+            code = getattr(predicate, "__code__", None)
+            where = f"{Path(code.co_filename).name}:{code.co_firstlineno}" if code is not None else repr(predicate)
+            message = f"the condition at {where}"
+        raise AssertionError(f"timed out after {timeout} s waiting for {message}") from None
 
 
 def wait_until(predicate: Any, timeout: float = 5.0, message: str = "condition") -> None:
