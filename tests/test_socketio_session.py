@@ -291,3 +291,12 @@ def test_a_websocket_only_session_cannot_be_upgraded_or_polled() -> None:
     s = websocket()
     assert not s.begin_upgrade()
     assert s.begin_get() is Verdict.BAD_REQUEST
+
+
+def test_an_empty_payload_sends_nothing() -> None:
+    s = polling()
+    s.send_payload("")
+    assert get(s) is None
+    w = websocket()
+    w.send_payload("")
+    assert w.ws_frames() == []

@@ -136,14 +136,14 @@ def test_connected_and_connect_error() -> None:
 def test_events_from_the_server() -> None:
     assert W.encode(Event("/", "ev", W.encode_payload({"a": 1}))) == b'42["ev",{"a":1}]'
     assert W.encode(Event("/", "ev", W.null)) == b'42["ev"]'
-    assert W.encode(Event("/x", "ev", W.encode_payload(Args((1, "b"))), 4)) == b'42/x,4["ev",1,"b"]'
-    assert W.encode(Event("/", "ev", W.encode_payload(Args(())))) == b'42["ev"]'
+    assert W.encode(Event("/x", "ev", W.encode_payload(Args(1, "b")), 4)) == b'42/x,4["ev",1,"b"]'
+    assert W.encode(Event("/", "ev", W.encode_payload(Args()))) == b'42["ev"]'
 
 
 def test_acks_from_the_server() -> None:
     assert W.encode(Ack("/", 3, W.encode_payload("ok"))) == b'433["ok"]'
     assert W.encode(Ack("/", 3, W.null)) == b"433[]"
-    assert W.encode(Ack("/c", 3, W.encode_payload(Args((1, 2))))) == b"43/c,3[1,2]"
+    assert W.encode(Ack("/c", 3, W.encode_payload(Args(1, 2)))) == b"43/c,3[1,2]"
     err = W.encode(Ack("/", 3, W.null, ErrorInfo("forbidden", "no")))
     assert err == b'433[{"error":{"code":"forbidden","message":"no"}}]'
 
@@ -151,13 +151,13 @@ def test_acks_from_the_server() -> None:
 def test_bytes_sent_by_the_server_become_attachments() -> None:
     out = W.encode(Event("/", "file", W.encode_payload({"name": "a", "body": b"\x01\x02"})))
     assert out == b'451-["file",{"name":"a","body":{"_placeholder":true,"num":0}}]\x1ebAQI='
-    out = W.encode(Ack("/", 7, W.encode_payload(Args((b"\xff", "x")))))
+    out = W.encode(Ack("/", 7, W.encode_payload(Args(b"\xff", "x"))))
     assert out == b'461-7[{"_placeholder":true,"num":0},"x"]\x1eb/w=='
 
 
 def test_to_json_unmarks_bytes_and_args() -> None:
     assert bytes(W.to_json(W.encode_payload({"b": b"\x01"}))) == b'{"b":"AQ=="}'
-    assert bytes(W.to_json(W.encode_payload(Args((1, 2))))) == b"[1,2]"
+    assert bytes(W.to_json(W.encode_payload(Args(1, 2)))) == b"[1,2]"
     plain = W.encode_payload({"a": 1})
     assert W.to_json(plain) is plain
 

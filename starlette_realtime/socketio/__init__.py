@@ -5,3 +5,7 @@ handshake checks), :mod:`.session` (one Engine.IO session as a sans-I/O state
 machine), :mod:`.packets` (Socket.IO packets and binary attachments).  None of
 them awaits or does I/O.  docs/socketio.md describes what is supported.
 """
+
+from .wire import Args, SocketIOWire
+
+__all__ = ["Args", "SocketIOWire"]

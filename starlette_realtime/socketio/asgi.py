@@ -369,6 +369,8 @@ class EngineIO:
             kind = message["type"]
             if kind == "websocket.send":
                 text = message.get("text")
+                if text == "":  # a frame with no Socket.IO form (the wire encodes it as nothing)
+                    return
                 if text is not None and "\x1e" not in text and text[:1] != "b":
                     if not engine.closed:
                         async with live.write_lock:

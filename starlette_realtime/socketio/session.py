@@ -136,7 +136,7 @@ class EngineSession:
         This is how a wire's output reaches the client: appended to the next GET's
         body on polling, split into one frame per packet on a WebSocket.
         """
-        if self.close_reason is not None:
+        if self.close_reason is not None or not payload:
             return
         if self.transport is Transport.WEBSOCKET:
             self._ws_out.extend(engineio.payload_frames(payload))

@@ -48,9 +48,15 @@ _EMPTY: Final = b""
 
 
 class Args(tuple[Any, ...]):
-    """Several Socket.IO arguments in one payload: ``return Args(a, b)`` acks with two arguments."""
+    """Several Socket.IO arguments in one payload: ``return Args(a, b)`` acks with two arguments.
+
+    On protocol v1 (our own clients) it is an ordinary array.
+    """
 
     __slots__ = ()
+
+    def __new__(cls, *values: Any) -> Args:
+        return super().__new__(cls, values)
 
 
 def _mark_bytes(value: Any) -> Any:
@@ -238,7 +244,10 @@ class SocketIOWire:
             return self._packet(PacketType.CONNECT, frame.ns, None, self._encoder.encode(reply))
         if kind is ConnectError:
             assert isinstance(frame, ConnectError)
-            refusal = {"message": frame.message or frame.code, "data": {"code": frame.code, "retryable": frame.retryable}}
+            refusal = {
+                "message": frame.message or frame.code,
+                "data": {"code": frame.code, "retryable": frame.retryable},
+            }
             return self._packet(PacketType.CONNECT_ERROR, frame.ns, None, self._encoder.encode(refusal))
         if kind is Disconnect:
             assert isinstance(frame, Disconnect)
