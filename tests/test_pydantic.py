@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -11,7 +12,13 @@ from typing import Annotated, Any, Literal, TypedDict
 import anyio
 import msgspec
 import pytest
-from conftest import ROOT
+from conftest import IN_CI, ROOT
+
+if importlib.util.find_spec("pydantic") is None:
+    if IN_CI:
+        pytest.fail("missing pydantic (pip install -e '.[test]') -- CI must install it", pytrace=False)
+    pytest.skip("missing pydantic (pip install -e '.[test]')", allow_module_level=True)
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
