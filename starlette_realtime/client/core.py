@@ -17,6 +17,7 @@ import msgspec
 
 from .. import status
 from ..codec import Codec
+from ..exceptions import ProtocolError
 from ..frames import Ack, Connected, ConnectError, Disconnect, Error, ErrorInfo, Event, Frame, Hello, Ping, Pong
 from .errors import ClientClosed, ConnectRefused, NamespaceNotOpen
 from .handlers import EventMeta, Handlers
@@ -125,7 +126,11 @@ class ClientCore:
     # Incoming frames -------------------------------------------------------------------------
 
     async def on_message(self, raw: bytes) -> None:
-        frame = self.codec.decode_any(raw)
+        try:
+            frame = self.codec.decode_any(raw)
+        except ProtocolError as exc:  # the server never sends these: dropping one beats guessing
+            logger.warning("dropped a frame from the server: %s", exc)
+            return
         self.wire_stats.frames += 1
         for listener in self.frame_listeners:
             try:
