@@ -53,7 +53,7 @@ def _resolve(doc: dict[str, Any], ref: str) -> Any:
 def test_one_channel_per_namespace(doc: dict[str, Any]) -> None:
     assert doc["asyncapi"] == "3.0.0"
     assert {k: v["address"] for k, v in doc["channels"].items()} == {
-        "chat": "/chat", "admin.rooms": "/admin/rooms", "root": "/",
+        "chat": "/chat", "admin.rooms": "/admin/rooms", "shop": "/shop", "root": "/",
     }
     assert doc["servers"]["realtime"] == {
         "host": "x.example", "protocol": "wss", "pathname": "/rt/",
@@ -103,6 +103,23 @@ def test_an_operation_per_handler_with_payload_and_reply(doc: dict[str, Any]) ->
     presence = _resolve(doc, ops["chat.receive._presence.list"]["messages"][0]["$ref"])
     assert presence["name"] == "$presence.list"
     assert ops["chat.receive._presence.list"]["tags"] == [{"name": "reserved"}]
+
+
+def test_pydantic_models(doc: dict[str, Any], app: Any) -> None:
+    schemas = doc["components"]["schemas"]
+    order = _resolve(doc, doc["operations"]["shop.receive.order"]["messages"][0]["$ref"])
+    assert order["payload"] == {"$ref": "#/components/schemas/Order"}
+    assert schemas["Order"]["properties"]["items"]["items"] == {"$ref": "#/components/schemas/Item"}
+    assert schemas["Item"]["properties"]["sku"]["minLength"] == 3
+    assert schemas["Item"]["description"].startswith("A line of an order")
+    slot = schemas["Order"]["properties"]["slot"]["anyOf"][0]
+    assert slot["items"] == [{"type": "integer"}, {"type": "integer"}] and "prefixItems" not in slot
+    ack = _resolve(doc, doc["operations"]["shop.receive.order"]["reply"]["messages"][0]["$ref"])
+    assert ack["payload"] == {"$ref": "#/components/schemas/Receipt"}
+    ts = typescript_types_of(app.router)
+    assert "  order: { payload: Order; ack: Receipt };" in ts
+    assert "  slot?: [number, number] | null;" in ts
+    assert "  shipped: Receipt;" in ts
 
 
 def test_declared_server_events(doc: dict[str, Any]) -> None:

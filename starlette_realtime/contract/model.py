@@ -20,6 +20,7 @@ from ..auth import SignedTokenAuth
 from ..dispatch import EVENT_NAME, Handler
 from ..endpoint import AUTH_EVENT, RealtimeEndpoint
 from ..presence import PRESENCE_EVENT, PresenceEvent, PresenceMixin
+from ..validation import needs_pydantic
 from .codes import CODE_SCHEMAS, Code, code_schema, codes
 
 #: Where a schema's ``$ref`` points: both outputs keep the schemas in one table.
@@ -308,12 +309,16 @@ def schemas(contract: Contract) -> tuple[dict[int, dict[str, Any]], dict[str, di
         in the AsyncAPI dialect (JSON Schema draft 07): tuples use ``items: [...]``.
     """
     types = contract.types()
+    plain = [t for t in types if not needs_pydantic(t)]
     try:
-        top, raw = msgspec.json.schema_components(types, ref_template=REF_PREFIX + "{name}")
+        top, raw = msgspec.json.schema_components(plain, ref_template=REF_PREFIX + "{name}")
     except TypeError as exc:
         raise TypeError(f"a type of the contract has no JSON Schema: {exc}") from exc
-    by_type = {id(t): draft07(s) for t, s in zip(types, top, strict=True)}
+    by_type = {id(t): draft07(s) for t, s in zip(plain, top, strict=True)}
     components = {name: draft07(s) for name, s in raw.items()}
+    for t in types:
+        if id(t) not in by_type:
+            by_type[id(t)] = _pydantic_schema(t, components)
     for name in CODE_SCHEMAS:
         if name in components:
             raise ValueError(f"a type of the contract is named {name!r}, a name the contract reserves")
@@ -334,6 +339,27 @@ def schemas(contract: Contract) -> tuple[dict[int, dict[str, Any]], dict[str, di
         items = components[name]["items"]
         items[0] = {k: v for k, v in items[0].items() if k != "type"} | {"$ref": REF_PREFIX + ref}
     return by_type, components
+
+
+def _pydantic_schema(tp: Any, components: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The schema of a Pydantic type (what it validates); its models join ``components``."""
+    from pydantic import TypeAdapter
+
+    try:
+        schema = TypeAdapter(tp).json_schema(ref_template=REF_PREFIX + "{model}")
+    except Exception as exc:
+        raise TypeError(f"a type of the contract has no JSON Schema: {tp!r}: {exc}") from exc
+    defs: dict[str, Any] = schema.pop("$defs", {})
+    if isinstance(tp, type) and "title" in schema and schema.get("type") == "object":
+        # A model is named, like a Struct: a component and a reference to it.
+        defs[schema["title"]] = schema
+        schema = {"$ref": REF_PREFIX + schema["title"]}
+    for name, sub in defs.items():
+        sub = draft07(sub)
+        if components.setdefault(name, sub) != sub:
+            raise ValueError(f"two different types of the contract are named {name!r}")
+    result: dict[str, Any] = draft07(schema)
+    return result
 
 
 def draft07(schema: Any) -> Any:

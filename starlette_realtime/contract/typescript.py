@@ -120,7 +120,7 @@ class _Emitter:
             least = schema.get("minItems", len(items))
             parts = [self.ts(s, indent) + ("" if i < least else "?") for i, s in enumerate(items)]
             rest = schema.get("additionalItems", True)
-            if rest is not False:
+            if rest is not False and schema.get("maxItems") != len(items):
                 parts.append(f"...{self._paren(self.ts(rest, indent))}[]")
             return "[" + ", ".join(parts) + "]"
         if items is None:

@@ -7,6 +7,7 @@ import enum
 from typing import Annotated, Any, ClassVar, Literal, TypedDict
 
 import msgspec
+import pydantic
 
 from starlette_realtime import Connection, PresenceMixin, RealtimeEndpoint, RealtimeRouter, on_event
 from starlette_realtime.auth import SignedTokenAuth
@@ -91,10 +92,37 @@ class Admin(RealtimeEndpoint):
         return True
 
 
+class Item(pydantic.BaseModel):
+    """A line of an order (a Pydantic model: its schema comes from Pydantic)."""
+
+    sku: str = pydantic.Field(min_length=3, description="the article")
+    quantity: int = pydantic.Field(ge=1, default=1)
+
+
+class Order(pydantic.BaseModel):
+    items: list[Item]
+    pay: Literal["card", "cash"]
+    slot: tuple[int, int] | None = None
+
+
+class Receipt(pydantic.BaseModel):
+    order_id: int
+    total: float
+
+
+@emits(shipped=Receipt)
+class Shop(RealtimeEndpoint):
+    namespace = "/shop"
+
+    @on_event("order")
+    async def order(self, conn: Connection, order: Order) -> Receipt:
+        return Receipt(order_id=1, total=0.0)
+
+
 class Root(RealtimeEndpoint):
     @on_event("ping")
     async def ping(self, conn: Connection) -> int:
         return 1
 
 
-router = RealtimeRouter([Chat, Admin, Root])
+router = RealtimeRouter([Chat, Admin, Shop, Root])
