@@ -303,3 +303,24 @@ def test_cli_errors(tmp_path: Path) -> None:
     assert missing.returncode == 1 and "nothing" in missing.stderr
     stdout = run("app:Root", "--out", "-")
     assert stdout.returncode == 0 and json.loads(stdout.stdout)["channels"]["root"]["address"] == "/"
+
+
+def test_contract_files_fill_servers_from_the_request(app: Any) -> None:
+    from starlette_realtime.contract.serve import ContractFiles
+
+    files = ContractFiles(app.router, title="Served", version="9")
+    scope = {"type": "http", "scheme": "https", "root_path": "/realtime", "path": "/realtime/asyncapi.json",
+             "headers": [(b"host", b"chat.example:8443")]}
+    body, ctype = files.get("asyncapi.json", scope) or (b"", b"")
+    doc = json.loads(body)
+    assert ctype == b"application/json"
+    assert list(doc)[:3] == ["asyncapi", "info", "servers"] and doc["info"]["title"] == "Served"
+    assert doc["servers"]["realtime"]["host"] == "chat.example:8443"
+    assert doc["servers"]["realtime"]["protocol"] == "wss" and doc["servers"]["realtime"]["pathname"] == "/realtime/"
+    # A Host header that is not a plain host[:port] stays out of the document.
+    for host in (b"evil/x", b"a{b}", b"x y", b""):
+        odd = json.loads((files.get("asyncapi.json", {**scope, "headers": [(b"host", host)]}) or (b"",))[0])
+        assert "servers" not in odd
+    types, ttype = files.get("types.d.ts", scope) or (b"", b"")
+    assert ttype == b"application/typescript" and b"export interface ChatClientEvents" in types
+    assert files.get("client.js", scope) is None

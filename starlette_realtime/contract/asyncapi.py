@@ -201,7 +201,7 @@ def asyncapi_document(
         },
     }
     if server is not None:
-        doc["servers"] = {"realtime": _server(server)}
+        doc["servers"] = {"realtime": server_entry(server)}
     doc["defaultContentType"] = "application/json"
     doc["channels"] = channels
     doc["operations"] = operations
@@ -215,7 +215,12 @@ def asyncapi_document(
     return doc
 
 
-def _server(url: str) -> dict[str, Any]:
+def server_entry(url: str) -> dict[str, Any]:
+    """The ``servers`` entry of the router at a WebSocket URL (``wss://host/mount/``).
+
+    Raises:
+        ValueError: not a ``ws://`` or ``wss://`` URL with a host.
+    """
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
