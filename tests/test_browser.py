@@ -23,6 +23,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from conftest import eventually
 from procs import Node
 
 from starlette_realtime.client import RealtimeClient
@@ -234,9 +235,8 @@ async def test_dropped_page_recovers_missed_messages_and_sends_its_queue() -> No
                 await expect(status).to_have_attribute("data-queued", "0")
                 texts = await page.locator("#messages .msg .text").all_inner_texts()
                 assert texts == [f"while you were away {n}" for n in range(3)] + ["typed while offline"]
-                with anyio.fail_after(5):
-                    while not any(m["text"] == "typed while offline" for m in received):
-                        await anyio.sleep(0.02)
+                await eventually(lambda: any(m["text"] == "typed while offline" for m in received),
+                                 message="the Python client to receive 'typed while offline'")
                 assert [m["text"] for m in received].count("typed while offline") == 1
                 assert page.errors == []
             finally:
@@ -276,9 +276,8 @@ async def test_page_reconnects_to_a_restarted_server_and_shows_what_it_missed() 
                 await expect(message(page, "queued across the restart")).to_have_attribute("data-source", SENT)
                 await expect(message(page, "before the restart")).to_have_count(1)
                 await expect(page.locator("#members li")).to_have_text(["ada", "bot"])
-                with anyio.fail_after(5):
-                    while not any(m["text"] == "queued across the restart" for m in received):
-                        await anyio.sleep(0.02)
+                await eventually(lambda: any(m["text"] == "queued across the restart" for m in received),
+                                 message="the Python client to receive 'queued across the restart'")
                 assert page.errors == []
             finally:
                 await bot.close()
