@@ -119,9 +119,10 @@ class PageRunner:
             self.namespace = module.__dict__
         if block.file_name is not None and target is None:
             self.files[block.file_name] = self.namespace
+        source = self.pointed_at_server(block.source) if block.mode != "server" else block.source
         # Tracebacks show the block's lines.
-        linecache.cache[block.where] = (len(block.source), None, block.source.splitlines(True), block.where)
-        code = compile(block.source, block.where, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
+        linecache.cache[block.where] = (len(source), None, source.splitlines(True), block.where)
+        code = compile(source, block.where, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
         with time_limit(BLOCK_TIMEOUT, block.where):
             result = eval(code, self.namespace)
             if inspect.iscoroutine(result):
@@ -149,16 +150,22 @@ class PageRunner:
                 got = exc.code
             assert got == want, f"{block.where}: GET {path} answered {got}, not {want}\n{node.output()}"
 
+    def pointed_at_server(self, source: str) -> str:
+        """The block with "your server" (``127.0.0.1:8000``) replaced by the page's running server."""
+        if self.server is not None:
+            for address in LOCAL_ADDRESSES:
+                source = source.replace(address, f"127.0.0.1:{self.server.port}")
+        return source
+
     def stop_server(self) -> None:
         if self.server is not None:
             self.server.terminate(10)
+            self.server.log.close()
             self.server = None
 
     def run_client(self, block: Block) -> None:
         assert self.server is not None, f"{block.where}: a client block needs a server block before it"
-        source = block.source
-        for address in LOCAL_ADDRESSES:
-            source = source.replace(address, f"127.0.0.1:{self.server.port}")
+        source = self.pointed_at_server(block.source)
         script = self.tmp / f"client_{block.line}.py"
         script.write_text(source)
         copies = int(block.options.get("copies", "1"))
@@ -257,4 +264,5 @@ def test_count_of_blocks_run(capsys: pytest.CaptureFixture[str]) -> None:
         for page, (r, s) in sorted(COUNTS.items()):
             print(f"  {page}: {r} run, {s} skipped")
     assert ran + skipped == sum(len(b) for b in every.values())
-    assert ran > skipped
+    # A floor, so that a harness that silently runs nothing fails (21 blocks ran when this was written).
+    assert ran >= 15
