@@ -300,3 +300,11 @@ def test_an_empty_payload_sends_nothing() -> None:
     w = websocket()
     w.send_payload("")
     assert w.ws_frames() == []
+
+
+def test_a_server_close_may_name_its_websocket_code() -> None:
+    s = websocket()
+    s.close("server close", 4005)
+    assert s.close_code == 4005
+    s.close("again", 1000)
+    assert s.close_code == 4005

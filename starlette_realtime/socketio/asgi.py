@@ -16,10 +16,14 @@ in this object's task group (entered with ``async with``): POST bodies feed a
 bounded stream that ``serve`` reads, ``send`` fills a buffer that the waiting
 GET takes.  After an upgrade the WebSocket call feeds the same stream.
 Polling sessions live in this process: several processes need sticky sessions.
+
+The ``send`` callables use no anyio cancel scope: the core's outbox drives a send
+as a bare coroutine from the pushing task and may finish it in its writer task.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -87,7 +91,9 @@ class _Live:
         self.ws_send: Send | None = None
         self.ws_closed = False
         # serve() writes while the reader answers probes and the scheduler pings: one writer at a time.
-        self.write_lock = anyio.Lock()
+        # An asyncio lock, not anyio's: the core's outbox may start a send in one task and finish
+        # it in another, and anyio's lock enters a cancel scope that must be left in the same task.
+        self.write_lock = asyncio.Lock()
         self.inbox, self.inbox_reader = anyio.create_memory_object_stream[Message](_INBOX_SIZE)
 
 
@@ -221,7 +227,7 @@ class EngineIO:
                 text = message.get("text")
                 live.engine.send_payload(text if text is not None else message["bytes"].decode())
             elif kind == "websocket.close":
-                live.engine.close("server close")
+                live.engine.close("server close", message.get("code"))
             await self._flush(live)
 
         return receive, send
@@ -379,7 +385,7 @@ class EngineIO:
                 engine.send_payload(text if text is not None else message["bytes"].decode())
                 await self._flush(live)
             elif kind == "websocket.close":
-                engine.close("server close")
+                engine.close("server close", message.get("code"))
                 await self._flush(live)
 
         try:

@@ -98,6 +98,7 @@ class EngineSession:
         self.heartbeat = heartbeat
         #: ``None`` while open; why the session closed otherwise (a key of :data:`CLOSE_CODES`).
         self.close_reason: str | None = None
+        self._close_code: int | None = None
         self._buffer: list[str] = []  # polling-encoded packets waiting for a GET (or for the upgrade)
         self._ws_out: list[str | bytes] = []
         self._received: list[str | bytes] = []
@@ -120,7 +121,9 @@ class EngineSession:
 
     @property
     def close_code(self) -> int:
-        """The WebSocket close code for :attr:`close_reason`."""
+        """The WebSocket close code: the one given to :meth:`close`, else the one of :attr:`close_reason`."""
+        if self._close_code is not None:
+            return self._close_code
         return CLOSE_CODES.get(self.close_reason or "", status.WS_1000_NORMAL_CLOSURE)
 
     # -- output -------------------------------------------------------------
@@ -150,8 +153,15 @@ class EngineSession:
             self._pong_due = now + self.ping_timeout
             self._next_ping = None
 
-    def close(self, reason: str = "server close") -> None:
-        """Close the session from the server side; a polling client gets ``close`` on its next GET."""
+    def close(self, reason: str = "server close", code: int | None = None) -> None:
+        """Close the session from the server side; a polling client gets ``close`` on its next GET.
+
+        Args:
+            reason: why (a key of :data:`CLOSE_CODES` or any text).
+            code: the WebSocket close code to use instead of the reason's.
+        """
+        if self.close_reason is None:
+            self._close_code = code
         self._close(reason, engineio.CLOSE)
 
     def _out(self, packet: Packet) -> None:

@@ -13,8 +13,9 @@ from starlette_realtime.socketio import Args
 class Main(RealtimeEndpoint):
     namespace = "/"
 
-    async def on_connect(self, conn: Connection) -> None:
-        await conn.emit("auth", conn.auth if conn.auth is not None else {})
+    @on_event("handshake")
+    async def handshake(self, conn: Connection) -> Any:
+        return conn.auth
 
     @on_event("echo")
     async def echo(self, conn: Connection, data: Any) -> Any:

@@ -32,7 +32,8 @@ async function check(name, fn) {
 const main = connect("/", { auth: { token: "abc", user: "node" } });
 try {
   await check("connect with auth", async () => {
-    const [auth] = await once(main, "auth");
+    await once(main, "connect");
+    const auth = await main.timeout(TIMEOUT).emitWithAck("handshake");
     assert.deepEqual(auth, { token: "abc", user: "node" });
     assert.equal(typeof main.id, "string");
     assert.equal(main.connected, true);
@@ -102,7 +103,7 @@ try {
   await check("room emits reach every member", async () => {
     const other = connect("/", { auth: { token: "abc", user: "other" } });
     try {
-      await once(other, "auth");
+      await once(other, "connect");
       assert.deepEqual(await main.timeout(TIMEOUT).emitWithAck("join", "r1"), ["r1"]);
       assert.deepEqual(await other.timeout(TIMEOUT).emitWithAck("join", "r1"), ["r1"]);
       const got = once(other, "said");

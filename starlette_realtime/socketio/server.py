@@ -1,0 +1,108 @@
+"""Socket.IO next to protocol v1 in one router: Engine.IO requests at ``/socket.io/`` served through the wire seam.
+
+:class:`SocketIOServer` is what ``RealtimeRouter(..., socketio=True)`` builds.
+It checks the origin, answers Engine.IO (:class:`~.asgi.EngineIO`) and hands
+each session to the router's ``serve(scope, receive, send, wire)`` with the
+:class:`~.wire.SocketIOWire`: the session core, handlers, rooms, limits,
+recovery and backends are the same as for our own wire.  The router's heartbeat
+drives Engine.IO's ping and pong (its ``Ping`` frames are ``"2"``, ``"3"``
+answers are ``Pong`` frames), so the handshake announces the router's
+``ping_interval`` and ``ping_timeout``.
+
+It receives the router's callables, never the router: it sits under the router
+and imports nothing above the wire.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Final
+
+from .asgi import EngineIO, Receive, Send
+from .engineio import RequestError
+from .wire import SocketIOWire
+
+#: Where Socket.IO clients connect by default, under the router's mount.
+DEFAULT_PATH: Final = "/socket.io"
+
+Scope = MutableMapping[str, Any]
+ServeWire = Callable[[Scope, Receive, Send, SocketIOWire], Awaitable[None]]
+
+
+class SocketIOServer:
+    """The Socket.IO endpoint of one router.
+
+    Args:
+        serve: the router's ``serve(scope, receive, send, wire)``.
+        allows_origin: the router's origin policy (``True`` when a request's Origin is allowed).
+        ping_interval: the router's heartbeat interval (seconds).
+        ping_timeout: the router's heartbeat timeout (seconds).
+        max_payload: the largest message accepted (the router's ``max_message_size``).
+        path: the path under the router's mount.
+        recovery: whether CONNECT replies carry ``pid`` and room events their stream
+            position, for Socket.IO clients' connection state recovery.
+    """
+
+    def __init__(
+        self,
+        serve: ServeWire,
+        *,
+        allows_origin: Callable[[Scope], bool],
+        ping_interval: float,
+        ping_timeout: float,
+        max_payload: int,
+        path: str = DEFAULT_PATH,
+        recovery: bool = True,
+    ) -> None:
+        self.wire = SocketIOWire(recovery=recovery)
+        self.path = path.rstrip("/")
+        self._serve = serve
+        self._allows_origin = allows_origin
+        self.engine = EngineIO(
+            self._session,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            max_payload=max_payload,
+            heartbeat=False,
+        )
+
+    def handles(self, scope: Scope) -> bool:
+        """Whether a request is for this endpoint (its path under the mount is ``/socket.io/...``)."""
+        path: str = scope.get("path", "")
+        root: str = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        return path == self.path or path.startswith(self.path + "/")
+
+    async def __aenter__(self) -> SocketIOServer:
+        await self.engine.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.engine.__aexit__(*exc)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self._allows_origin(scope):
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+            else:
+                refusal = RequestError.FORBIDDEN
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": refusal.http_status,
+                        "headers": [(b"content-type", b"application/json")],
+                    }
+                )
+                await send({"type": "http.response.body", "body": refusal.body()})
+            return
+        await self.engine(scope, receive, send)
+
+    async def _session(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._serve(scope, receive, send, self.wire)
+
+    def __repr__(self) -> str:
+        return f"SocketIOServer(path={self.path!r}, {self.engine!r})"
+
+
+__all__ = ["DEFAULT_PATH", "SocketIOServer"]
