@@ -321,10 +321,13 @@ class PresenceMixin(RealtimeEndpoint):
         if is_redis_host(backend):
             from .backends.presence_redis import RedisPresence
 
-            store = RedisPresence(backend, namespace=self.namespace, ttl=self.presence_ttl)  # type: ignore[arg-type]
-            tracker = Tracker(self.namespace, store, self._publish_presence)
+            # The store publishes each transition inside the script that makes it.
+            store = RedisPresence(
+                backend, namespace=self.namespace, ttl=self.presence_ttl, event=PRESENCE_EVENT  # type: ignore[arg-type]
+            )
+            tracker = Tracker(self.namespace, store, _published)
             try:
-                await store.start(tracker, self._publish_presence)
+                await store.start(tracker, _published)
             except Exception as exc:
                 # The heartbeat registers the node once Redis answers.
                 logger.warning("presence could not register with Redis yet (namespace=%s): %r", self.namespace, exc)
@@ -347,6 +350,10 @@ class PresenceMixin(RealtimeEndpoint):
                     "could not publish $presence (namespace=%s room=%r user=%s): %r",
                     self.namespace, room, change.user, exc,
                 )
+
+
+async def _published(room: str, changes: Sequence[PresenceChange]) -> None:
+    return None  # already published by the store
 
 
 def _checked(room: str) -> str:

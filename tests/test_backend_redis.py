@@ -7,6 +7,7 @@ link is back within about a second of Redis answering again.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import time
@@ -23,8 +24,10 @@ from redis.asyncio import Redis as AsyncRedis
 from starlette_realtime import BackendUnavailable, Emitter
 from starlette_realtime.backends import backend_from_url
 from starlette_realtime.backends.base import Publication
+from starlette_realtime.backends.presence_redis import RedisPresence
 from starlette_realtime.backends.redis import RedisBackend
 from starlette_realtime.cluster import ControlReply, ControlRequest
+from starlette_realtime.presence_tracker import Tracker
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
@@ -279,3 +282,95 @@ async def test_heartbeat_callbacks(nodes: Any) -> None:
     count = len(calls)
     await anyio.sleep(1.0)
     assert len(calls) <= count + 1
+
+
+# Presence: the change and its event in one script -------------------------------------
+
+
+class _Owner:
+    """The bookkeeping a presence store re-syncs (none here)."""
+
+    def mark_all(self) -> None:
+        pass
+
+    async def flush_dirty(self) -> bool:
+        return True
+
+    async def collect(self) -> int:
+        return 0
+
+    def stored_rooms(self) -> list[str]:
+        return []
+
+
+class _Conn:
+    state = None
+
+
+async def _not_called(room: str, changes: Any) -> None:
+    raise AssertionError(f"the store publishes its events itself, yet {changes} were handed out")
+
+
+async def _already_published(room: str, changes: Any) -> None:
+    pass  # what the router passes to its tracker when the store publishes
+
+
+def presence_events(node: Node, room: str) -> list[tuple[str, str]]:
+    return [(d["user"], d["status"]) for p in node.got if p.room == room and p.event == "$presence"
+            for d in [json.loads(p.data)]]
+
+
+async def test_a_presence_change_and_its_event_are_one_step(nodes: Any) -> None:
+    a, b = await nodes(), await nodes()
+    with anyio.fail_after(5):
+        await b.backend.subscribe(NS, "room")
+    store = RedisPresence(a.backend, namespace=NS, ttl=2.0, event="$presence")
+    with anyio.fail_after(5):
+        await store.start(_Owner(), _not_called)
+        (change,) = await store.presence_apply(NS, "room", [("u1", b'{"n":"\\u00e9"}')], [])
+        assert await store.presence_apply(NS, "#online", [("u1", b"{}")], []) != []
+    # Node a does nothing more (it may die here): the event is out, and in the room's history.
+    await wait(lambda: presence_events(b, "room") == [("u1", "online")], 5, "the online event")
+    (got,) = [p for p in b.got if p.event == "$presence"]
+    assert json.loads(got.data) == {"room": "room", "user": "u1", "status": "online", "meta": {"n": "é"},
+                                    "seq": change.seq}
+    with anyio.fail_after(5):
+        history = await b.backend.since(NS, "room", None)
+        assert [p.event for p in history.publications] == ["$presence"] and got.offset == 1
+        assert await b.backend.position(NS, "#online") is None  # no events for '#' rooms
+    # Node a dies without a word: a survivor reaps its member, and the offline
+    # event comes out of the same script as the removal.
+    store.close()
+    survivor = RedisPresence(b.backend, namespace=NS, ttl=2.0, event="$presence")
+    with anyio.fail_after(5):
+        await survivor.start(_Owner(), _not_called)
+    await wait(lambda: presence_events(b, "room") == [("u1", "online"), ("u1", "offline")], 5, "the offline event")
+    survivor.close()
+
+
+async def test_users_who_leave_while_redis_is_down_go_offline_when_it_is_back(
+    server: RedisServer, nodes: Any
+) -> None:
+    a, b = await nodes(), await nodes()
+    with anyio.fail_after(5):
+        await b.backend.subscribe(NS, "room")
+    store = RedisPresence(a.backend, namespace=NS, ttl=5.0, event="$presence")
+    tracker = Tracker(NS, store, _already_published)
+    conn = _Conn()
+    with anyio.fail_after(5):
+        await store.start(tracker, _not_called)
+        await tracker.track("room", "u1", conn, b"{}")  # type: ignore[arg-type]
+    await wait(lambda: presence_events(b, "room") == [("u1", "online")], 5, "the online event")
+    server.pause()
+    try:
+        with anyio.fail_after(5):
+            await tracker.untrack("room", "u1", conn)  # type: ignore[arg-type]
+        assert tracker.stats()["dirty"] == 1  # the store did not answer: retried on a later beat
+        await anyio.sleep(2.0)  # the link goes down too
+    finally:
+        server.resume()
+    await wait(lambda: presence_events(b, "room") == [("u1", "online"), ("u1", "offline")], 10, "the offline event")
+    await wait(lambda: tracker.stats()["dirty"] == 0, 5, "the retry")
+    await anyio.sleep(1.0)
+    assert presence_events(b, "room") == [("u1", "online"), ("u1", "offline")]  # once
+    store.close()

@@ -21,8 +21,13 @@ And for the namespace, under the hash tag ``{presence}``:
 * ``<prefix>:presence:<ns>:rooms:{<member>}``: the rooms where a member has users.
 
 Every transition (a user's count going 0 -> 1 or 1 -> 0) happens inside one
-Lua script, so it is decided once, by whichever node ran the script, and that
-node publishes it.  A member whose deadline passed is dead: a surviving node
+Lua script, so it is decided once, by whichever node ran the script.  Given an
+``event`` name, the same script also publishes each transition on the room's
+stream (with an offset, kept in the history, through ``SPUBLISH`` on a Redis
+Cluster), so that a node that dies between the change and its event loses no
+event; without one, the caller publishes the returned changes.  A node whose
+update fails (Redis is down) re-writes the room when Redis is back, and the
+users who left meanwhile get their offline event then.  A member whose deadline passed is dead: a surviving node
 claims it, runs the same script on each of its rooms (removing its users;
 those held by no other node go offline), then removes it.  A node that finds
 its own member expired or missing (it was paused, or Redis restarted empty)
@@ -34,64 +39,24 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
 from ..exceptions import BackendUnavailable
-from .base import PresenceChange, PresencePage, PresenceReset
+from .base import PresenceChange, PresencePage, PresenceReset, Publication
+from .presence_redis_host import PresenceOwner, PublishReaped, RedisHost, StreamHost, is_redis_host
 from .presence_redis_wire import APPLY_LUA, CLAIM_LUA, FORGET_LUA, LIVENESS_LUA, PAGE_LUA
+from .redis_wire import encode_body
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
     from redis.commands.core import AsyncScript
 
 logger = logging.getLogger(__name__)
 
 _BATCH: Final = 200
 _MAX_DEAD: Final = 16
-
-
-class RedisHost(Protocol):
-    """What presence needs from the Redis backend (``RedisBackend`` has it)."""
-
-    @property
-    def redis(self) -> Redis: ...
-
-    @property
-    def prefix(self) -> str: ...
-
-    @property
-    def node_id(self) -> str: ...
-
-    def add_heartbeat_callback(self, fn: Callable[[], Awaitable[None]]) -> None: ...
-
-    def remove_heartbeat_callback(self, fn: Callable[[], Awaitable[None]]) -> None: ...
-
-
-def is_redis_host(backend: object) -> bool:
-    """Whether ``backend`` offers what :class:`RedisPresence` needs (checked without touching it)."""
-    cls = type(backend)
-    return all(hasattr(cls, name) for name in ("redis", "prefix", "add_heartbeat_callback")) and hasattr(
-        backend, "node_id"
-    )
-
-
-class PresenceOwner(Protocol):
-    """The node-side bookkeeping the heartbeat works with (a ``presence_tracker.Tracker``)."""
-
-    def mark_all(self) -> None: ...
-
-    async def flush_dirty(self) -> bool: ...
-
-    async def collect(self) -> int: ...
-
-    def stored_rooms(self) -> list[str]: ...
-
-
-#: Publishes the transitions found while reaping a dead member's room.
-PublishReaped = Callable[[str, Sequence[PresenceChange]], Awaitable[None]]
 
 
 def _escape(ns: str) -> str:
@@ -113,6 +78,11 @@ class RedisPresence:
             after its last heartbeat, and dead nodes are looked for on every
             heartbeat, so that the two add up to at most ``ttl``.
         clock: a monotonic clock (for tests).
+        event: publish each transition of a room (not of a ``#`` room) as this
+            event on the room's stream, inside the script that makes the change
+            (its data is ``{"room", "user", "status", "meta", "seq"}``); the
+            caller then must not publish the changes :meth:`presence_apply`
+            returns.  ``None``: the caller publishes them.
 
     Raises:
         ValueError: ``ttl`` is shorter than two heartbeat intervals.
@@ -125,6 +95,7 @@ class RedisPresence:
         namespace: str,
         ttl: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        event: str | None = None,
     ) -> None:
         interval = float(getattr(backend, "heartbeat_interval", 1.0))
         if ttl < 2 * interval:
@@ -155,6 +126,27 @@ class RedisPresence:
         self._liveness_lock = anyio.Lock()
         self.reaped = 0
         self._failing = False
+        self.event = event
+        # The data of a publication is cut out of its msgpack encoding at this
+        # marker; the script puts the event's JSON in its place.
+        self._marker = secrets.token_bytes(16)
+
+    @property
+    def publishes_events(self) -> bool:
+        """Whether the store publishes the transitions itself (an ``event`` was given)."""
+        return self.event is not None
+
+    def _publish_args(self, room: str) -> list[Any]:
+        # ARGV[4..13] of APPLY_LUA.
+        if self.event is None or room.startswith("#"):
+            return [0, "", "", "", 0, 0, "", "", room, "PUBLISH"]
+        host: StreamHost = self._backend  # type: ignore[assignment]
+        _, _, channel = host.names.stream(self.namespace, room)
+        body = encode_body(Publication(self.namespace, room, self.event, self._marker, ts=time.time()))
+        cut = body.index(self._marker)
+        head, tail = body[: cut - 2], body[cut + len(self._marker) :]
+        return [1, channel, host.global_epoch, secrets.token_urlsafe(6), host.history_size,
+                max(1, int(host.history_ttl * 1000)), head, tail, room, host.publish_command]
 
     def _new_member(self) -> str:
         return f"{self._backend.node_id}.{secrets.token_hex(4)}"
@@ -165,11 +157,16 @@ class RedisPresence:
         tag = f"{self._tag_prefix}{room}}}:p"
         return [f"{tag}:n:{member}", f"{tag}:c", f"{tag}:m", f"{tag}:q"]
 
+    def _apply_keys(self, room: str, member: str) -> list[str]:
+        # The presence keys and the room stream's keys (``Names.stream``): one hash tag.
+        stream = f"{self._tag_prefix}{room}}}"
+        return [*self._room_keys(room, member), f"{stream}:m", f"{stream}:s"]
+
     def _rooms_key(self, member: str) -> str:
         return f"{self._rooms_prefix}{{{member}}}"
 
     @property
-    def _redis(self) -> Redis:
+    def _redis(self) -> Any:
         return self._backend.redis
 
     def _script(self, name: str, lua: str) -> AsyncScript:
@@ -234,11 +231,11 @@ class RedisPresence:
             pipe.pexpire(rooms_key, self._key_ttl_ms)
             await pipe.execute()
             self._in_set.add(room)
-        args: list[Any] = [self._key_ttl_ms, 1 if replace else 0, len(adds)]
+        args: list[Any] = [self._key_ttl_ms, 1 if replace else 0, len(adds), *self._publish_args(room)]
         for user, meta in adds:
             args += (user, meta)
         args += removes
-        left, raw = await self._script("apply", APPLY_LUA)(keys=self._room_keys(room, member), args=args)
+        left, raw = await self._script("apply", APPLY_LUA)(keys=self._apply_keys(room, member), args=args)
         if not left and room in self._in_set and member == self.member:
             await self._redis.srem(self._rooms_key(member), room)
             self._in_set.discard(room)
@@ -360,11 +357,12 @@ class RedisPresence:
             chunk = rooms[start : start + _BATCH]
             pipe = self._redis.pipeline(transaction=False)
             for room in chunk:
-                await script(keys=self._room_keys(room, member), args=[self._key_ttl_ms, 1, 0], client=pipe)
+                args = [self._key_ttl_ms, 1, 0, *self._publish_args(room)]
+                await script(keys=self._apply_keys(room, member), args=args, client=pipe)
             results = await pipe.execute()
             for room, (_, raw) in zip(chunk, results, strict=True):
                 changes = _changes(raw)
-                if changes and self._publish is not None:
+                if changes and self._publish is not None and not self.publishes_events:
                     await self._publish(room, changes)
             await self._keep_alive()
         await self._redis.delete(rooms_key)
@@ -381,4 +379,4 @@ def _changes(raw: list[Any]) -> list[PresenceChange]:
     return [PresenceChange(_text(user), bool(online), int(seq), bytes(meta)) for online, user, seq, meta in raw]
 
 
-__all__ = ["RedisHost", "RedisPresence", "is_redis_host"]
+__all__ = ["PresenceOwner", "PublishReaped", "RedisHost", "RedisPresence", "StreamHost", "is_redis_host"]

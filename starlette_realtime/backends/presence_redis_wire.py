@@ -10,13 +10,22 @@ from __future__ import annotations
 
 from typing import Final
 
-#: Apply one node's changes to a room.  KEYS: node hash, count hash, meta hash,
-#: seq key. ARGV: key ttl (ms), replace (0/1), number of adds, then
-#: ``user, meta`` per add, then the users to remove.  With replace, every user
-#: of the node hash that is not added is removed (reaping a dead node is a
-#: replace with no adds).  Returns ``{users left in the node hash, changes}``,
-#: each change being ``{online (0/1), user, seq, meta}``.
+#: Apply one node's changes to a room, and publish each transition in the same
+#: step.  KEYS: node hash, count hash, meta hash, seq key, and the room
+#: stream's meta hash and stream (the keys of ``redis_wire.PUBLISH_LUA``).
+#: ARGV: key ttl (ms), replace (0/1), number of adds, publish (0/1), the room's
+#: channel, global epoch, new stream id, history size, history ttl (ms), the
+#: publication's msgpack before and after its data, the room, the publish
+#: command; then ``user, meta`` per add, then the users to remove.  With
+#: replace, every user of the node hash that is not added is removed (reaping a
+#: dead node is a replace with no adds).  With publish, each transition becomes
+#: a publication on the room's stream (``{"room", "user", "status", "meta",
+#: "seq"}``, the ``$presence`` event's data) inside this script, so that a node
+#: dying between the change and its event cannot lose the event.  Returns
+#: ``{users left in the node hash, changes}``, each change being
+#: ``{online (0/1), user, seq, meta}``.
 APPLY_LUA: Final = """
+local A = 13
 local ttl = tonumber(ARGV[1])
 local nadd = tonumber(ARGV[3])
 local seq = false
@@ -32,32 +41,68 @@ local function nextseq()
   end
   return seq
 end
+local function bin(s)
+  local n = #s
+  if n < 256 then return string.char(0xc4, n) .. s end
+  if n < 65536 then return string.char(0xc5, math.floor(n / 256), n % 256) .. s end
+  return string.char(0xc6, math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256,
+    math.floor(n / 256) % 256, n % 256) .. s
+end
+local function publish(online, u, q, m)
+  if ARGV[4] ~= '1' then return end
+  local data = '{"room":' .. cjson.encode(ARGV[12]) .. ',"user":' .. cjson.encode(u) .. ',"status":"' ..
+    (online == 1 and 'online' or 'offline') .. '","meta":' .. m .. ',"seq":' .. string.format('%d', q) .. '}'
+  local body = ARGV[10] .. bin(data) .. ARGV[11]
+  if tonumber(ARGV[8]) <= 0 then
+    redis.call(ARGV[13], ARGV[5], 'p0,,' .. body)
+    return
+  end
+  local e = redis.call('HGET', KEYS[5], 'e')
+  if not e then
+    e = ARGV[6] .. '.' .. ARGV[7]
+    redis.call('DEL', KEYS[6])
+    redis.call('HSET', KEYS[5], 'e', e)
+  end
+  local o = redis.call('HINCRBY', KEYS[5], 'o', 1)
+  local t = redis.call('TIME')
+  local now = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+  local id = string.format('%d', o)
+  redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[8], id .. '-0', 'd', body, 't', now)
+  redis.call('PEXPIRE', KEYS[5], ARGV[9])
+  redis.call('PEXPIRE', KEYS[6], ARGV[9])
+  redis.call(ARGV[13], ARGV[5], 'p' .. id .. ',' .. e .. ',' .. body)
+end
+local function change(online, u, m)
+  local q = nextseq()
+  out[#out + 1] = {online, u, q, m}
+  publish(online, u, q, m)
+end
 local function remove(u)
   if redis.call('HDEL', KEYS[1], u) == 0 then return end
   if redis.call('HINCRBY', KEYS[2], u, -1) <= 0 then
     redis.call('HDEL', KEYS[2], u)
     local m = redis.call('HGET', KEYS[3], u) or '{}'
     redis.call('HDEL', KEYS[3], u)
-    out[#out + 1] = {0, u, nextseq(), m}
+    change(0, u, m)
   end
 end
 if ARGV[2] == '1' then
   local keep = {}
-  for i = 1, nadd do keep[ARGV[2 + 2 * i]] = true end
+  for i = 1, nadd do keep[ARGV[A - 1 + 2 * i]] = true end
   for _, u in ipairs(redis.call('HKEYS', KEYS[1])) do
     if not keep[u] then remove(u) end
   end
 end
 for i = 1, nadd do
-  local u, m = ARGV[2 + 2 * i], ARGV[3 + 2 * i]
+  local u, m = ARGV[A - 1 + 2 * i], ARGV[A + 2 * i]
   if redis.call('HSETNX', KEYS[1], u, m) == 1 then
     if redis.call('HINCRBY', KEYS[2], u, 1) == 1 then
       redis.call('HSET', KEYS[3], u, m)
-      out[#out + 1] = {1, u, nextseq(), m}
+      change(1, u, m)
     end
   end
 end
-for i = 4 + 2 * nadd, #ARGV do remove(ARGV[i]) end
+for i = A + 1 + 2 * nadd, #ARGV do remove(ARGV[i]) end
 if seq then redis.call('SET', KEYS[4], string.format('%d', seq), 'PX', ttl) end
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ttl) end
 return {redis.call('HLEN', KEYS[1]), out}
