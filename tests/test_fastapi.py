@@ -76,13 +76,16 @@ async def token(node: Node, headers: dict[str, str]) -> str:
         return str(response.json()["token"])
 
 
-def client(node: Node, auth: Any) -> RealtimeClient:
-    return RealtimeClient(node.url + "/realtime", namespaces=["/chat"], auth=auth, reconnection=False)
+def client(node: Node, auth: Any, encoding: str = "json") -> RealtimeClient:
+    return RealtimeClient(
+        node.url + "/realtime", namespaces=["/chat"], auth=auth, reconnection=False, encoding=encoding
+    )
 
 
-async def test_pydantic_payloads_and_acks(node: Node, module: ModuleType) -> None:
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+async def test_pydantic_payloads_and_acks(node: Node, module: ModuleType, encoding: str) -> None:
     with anyio.fail_after(20):
-        async with client(node, await token(node, ALICE)) as alice:
+        async with client(node, await token(node, ALICE), encoding) as alice:
             assert await alice.call("join", "lobby", namespace="/chat", timeout=5) == ["lobby"]
             ack = await alice.call("say", {"room": "lobby", "text": "hi"}, namespace="/chat", timeout=5)
             said = module.Said.model_validate(ack)  # the ack validates with the model it was dumped from
@@ -90,9 +93,10 @@ async def test_pydantic_payloads_and_acks(node: Node, module: ModuleType) -> Non
             assert isinstance(ack["at"], str) and datetime.fromisoformat(ack["at"]) == said.at
 
 
-async def test_a_constraint_breach_is_invalid_payload_naming_the_field(node: Node) -> None:
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+async def test_a_constraint_breach_is_invalid_payload_naming_the_field(node: Node, encoding: str) -> None:
     with anyio.fail_after(20):
-        async with client(node, await token(node, ALICE)) as alice:
+        async with client(node, await token(node, ALICE), encoding) as alice:
             breaches = [
                 ("say", {"room": "lobby", "text": ""}, "String should have at least 1 character - at `$.text`"),
                 ("say", {"room": "Not A Room", "text": "x"}, "String should match pattern"),
