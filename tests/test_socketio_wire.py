@@ -24,7 +24,7 @@ from starlette_realtime.frames import (
 from starlette_realtime.socketio.asgi import pack_unit
 from starlette_realtime.socketio.wire import Args, SocketIOWire, decode_offset, encode_offset
 
-W = SocketIOWire()
+W = SocketIOWire(recovery=True)
 R = msgspec.Raw
 
 
@@ -128,7 +128,9 @@ def test_a_unit_whose_attachments_do_not_match_is_invalid() -> None:
 
 def test_connected_and_connect_error() -> None:
     assert W.encode(Connected("/", "s1", "sess")) == b'40{"sid":"s1","pid":"sess"}'
-    assert SocketIOWire(recovery=False).encode(Connected("/a", "s1", "sess")) == b'40/a,{"sid":"s1"}'
+    assert SocketIOWire().encode(Connected("/a", "s1", "sess")) == b'40/a,{"sid":"s1"}'
+    unknown = SocketIOWire().encode(ConnectError("/random", "UNKNOWN_NAMESPACE", "no endpoint"))
+    assert unknown.startswith(b'44/random,{"message":"Invalid namespace"')
     out = W.encode(ConnectError("/a", "INVALID_TOKEN", "bad token"))
     assert out == b'44/a,{"message":"bad token","data":{"code":"INVALID_TOKEN","retryable":false}}'
 

@@ -52,7 +52,7 @@ class SocketIOServer:
         ping_timeout: float,
         max_payload: int,
         path: str = DEFAULT_PATH,
-        recovery: bool = True,
+        recovery: bool = False,
     ) -> None:
         self.wire = SocketIOWire(recovery=recovery)
         self.path = path.rstrip("/")

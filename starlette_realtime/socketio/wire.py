@@ -33,6 +33,7 @@ from typing import Any, Final
 
 import msgspec
 
+from .. import status
 from ..backends.base import Publication
 from ..exceptions import ProtocolError
 from ..frames import Ack, ClientFrame, Connect, Connected, ConnectError, Disconnect, Event, Frame, Ping, Pong, Position
@@ -118,15 +119,16 @@ class SocketIOWire:
 
     Args:
         recovery: whether CONNECT replies carry ``pid`` and room events carry
-            their stream position as a last argument (what Socket.IO clients
-            send back to recover); turn it off to send exactly the arguments emitted.
+            their stream position as a last argument (what Socket.IO 4.6+ clients
+            send back to recover), as a Socket.IO server does with
+            ``connectionStateRecovery``; off, events carry exactly the arguments emitted.
     """
 
     name = NAME
     binary = False
     null = msgspec.Raw(b"null")
 
-    def __init__(self, *, recovery: bool = True) -> None:
+    def __init__(self, *, recovery: bool = False) -> None:
         self.recovery = recovery
         self._encoder = msgspec.json.Encoder()
         self._args = msgspec.json.Decoder(list[msgspec.Raw])
@@ -244,10 +246,9 @@ class SocketIOWire:
             return self._packet(PacketType.CONNECT, frame.ns, None, self._encoder.encode(reply))
         if kind is ConnectError:
             assert isinstance(frame, ConnectError)
-            refusal = {
-                "message": frame.message or frame.code,
-                "data": {"code": frame.code, "retryable": frame.retryable},
-            }
+            # The reference server's words for an unknown namespace, which clients may test for.
+            text = "Invalid namespace" if frame.code == status.UNKNOWN_NAMESPACE else frame.message or frame.code
+            refusal = {"message": text, "data": {"code": frame.code, "retryable": frame.retryable}}
             return self._packet(PacketType.CONNECT_ERROR, frame.ns, None, self._encoder.encode(refusal))
         if kind is Disconnect:
             assert isinstance(frame, Disconnect)
