@@ -36,6 +36,8 @@ PARTS: dict[str, tuple[Callable[[], bool], str]] = {
     "node": (lambda: shutil.which("node") is not None, "apt-get install -y nodejs"),
     "npm packages": (lambda: (ROOT / "benchmarks" / "node" / "node_modules" / "socket.io").is_dir(),
                      "cd benchmarks/node && npm ci"),
+    "socket.io-client": (lambda: (ROOT / "tests" / "socketio" / "node_modules" / "socket.io-client").is_dir(),
+                         "cd tests/socketio && npm ci"),
     "contract npm packages": (lambda: all((ROOT / "tests" / "contract" / "node_modules" / p / "package.json").is_file()
                                            for p in ("@asyncapi/parser", "typescript", "socket.io-client")),
                               "cd tests/contract && npm ci --ignore-scripts"),
