@@ -1823,16 +1823,13 @@ def main(argv: list[str] | None = None) -> int:
     _pin(CLIENT_CPU)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     wl = WORKLOADS[args.workload]
-    servers = []
-    for s in args.servers:
-        why = SERVERS[s].unavailable()
-        if why:
-            print(f"skipping {s}: {why}", file=sys.stderr)
-        else:
-            servers.append(s)
-    if not servers:
-        print("no server to run", file=sys.stderr)
+    # A requested server that cannot run is an error, not a quiet omission from the results.
+    unavailable = [f"{s}: {why}" for s in args.servers if (why := SERVERS[s].unavailable())]
+    if unavailable:
+        print("cannot run the requested servers (drop them from --servers or install them):\n  "
+              + "\n  ".join(unavailable), file=sys.stderr)
         return 2
+    servers = list(args.servers)
     plan: list[tuple[str, int, bool]] = []  # (server, size, slow)
     for _rep in range(args.repeats):
         if not (args.workload == "fanout" and args.slow == "only"):

@@ -16,6 +16,8 @@ import msgspec
 
 from .exceptions import ProtocolError
 from .frames import ClientFrame, Event, Frame
+from .limits import MAX_NESTING, nesting_exceeds
+from .validation import enc_hook
 
 if TYPE_CHECKING:  # the client imports this module and must not load the backends
     from .backends.base import Publication
@@ -41,7 +43,8 @@ class Codec:
 
     def __init__(self, module: Any) -> None:
         self._module = module
-        self._encoder = module.Encoder()
+        # enc_hook only runs for values msgspec cannot encode itself (Pydantic models).
+        self._encoder = module.Encoder(enc_hook=enc_hook)
         self._client_decoder = module.Decoder(ClientFrame)
         self._any_decoder = module.Decoder(Frame)
         self._payload_decoders: dict[Any, Callable[[bytes], Any]] = {}
@@ -108,7 +111,7 @@ class Codec:
         Raises:
             ProtocolError: the message is not a valid client frame.
         """
-        return _wrap_decode(self._client_decoder.decode, data)  # type: ignore[no-any-return]
+        return _wrap_decode(self._client_decoder.decode, data, self.binary)  # type: ignore[no-any-return]
 
     def decode_any(self, data: bytes) -> Frame:
         """Decode any frame (used by clients).
@@ -116,7 +119,7 @@ class Codec:
         Raises:
             ProtocolError: the message is not a valid frame.
         """
-        return _wrap_decode(self._any_decoder.decode, data)  # type: ignore[no-any-return]
+        return _wrap_decode(self._any_decoder.decode, data, self.binary)  # type: ignore[no-any-return]
 
     def payload_decoder(self, tp: Any) -> Callable[[bytes], Any]:
         """Return a cached decoder for payloads of type ``tp``."""
@@ -138,7 +141,11 @@ class Codec:
         return f"{type(self).__name__}()"
 
 
-def _wrap_decode(fn: Callable[[bytes], Any], data: bytes) -> Any:
+def _wrap_decode(fn: Callable[[bytes], Any], data: bytes, binary: bool) -> Any:
+    # Payloads sit one level inside the frame's array.  Checked first, so that msgspec never
+    # nears the recursion limit and every depth has one answer (limits.MAX_NESTING).
+    if nesting_exceeds(data, MAX_NESTING + 1, binary=binary):
+        raise ProtocolError(f"frame nested too deeply (a payload over {MAX_NESTING} levels)")
     try:
         return fn(data)
     except msgspec.ValidationError as exc:
@@ -146,7 +153,7 @@ def _wrap_decode(fn: Callable[[bytes], Any], data: bytes) -> Any:
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"undecodable frame: {exc}") from None
     except RecursionError:
-        # msgspec raises RecursionError, not DecodeError, past ~1000 levels.
+        # Only with a recursion limit lowered far below the default: msgspec raises this, not DecodeError.
         raise ProtocolError("frame nested too deeply") from None
 
 

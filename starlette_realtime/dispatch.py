@@ -3,6 +3,8 @@
 The payload parameter's annotation drives validation: msgspec decodes the raw
 payload straight into it (Structs, dataclasses, TypedDicts, builtins, unions;
 ``None`` for no payload) with a decoder built once per handler and encoding.
+A Pydantic annotation (a model, or any type built with Pydantic constraints) is
+validated by one ``TypeAdapter`` per handler instead (:mod:`.validation`).
 
 Unrelated to Starlette's old ``Router.on_event`` (removed in Starlette 1.0),
 which registered startup and shutdown hooks.
@@ -17,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
 from .codec import Codec
+from .validation import PydanticPayload, needs_pydantic
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -42,8 +45,11 @@ def on_event(
     """Mark an endpoint method as the handler of an event.
 
     The handler is ``async def handler(self, conn, payload: T) -> R`` (or without
-    ``payload``); ``T`` validates the payload and the return value ``R`` is the
-    acknowledgement.
+    ``payload``); ``T`` validates the payload (a msgspec type, or a Pydantic model or
+    constrained type) and the return value ``R`` is the acknowledgement.  A handler
+    with several payload parameters (``self, conn, a: A, b: B``) takes an array
+    payload of that many elements, decoded as ``tuple[A, B]`` and spread into them:
+    that is how a Socket.IO event's several arguments reach typed parameters.
 
     Args:
         name: the event name (1-64 characters of ``A-Z a-z 0-9 _ . : - /``).
@@ -75,7 +81,9 @@ _NO_PAYLOAD: Final = object()
 class Handler:
     """One event handler with its payload type and cached decoders."""
 
-    __slots__ = ("_decoders", "burst", "concurrent", "func", "name", "payload_type", "rate", "takes_payload")
+    __slots__ = (
+        "_decoders", "_pydantic", "burst", "concurrent", "func", "name", "payload_type", "rate", "takes_payload"
+    )
 
     def __init__(self, func: Callable[..., Awaitable[Any]], options: EventOptions, owner: type) -> None:
         self.name = options.name
@@ -94,8 +102,16 @@ class Handler:
                 hints = typing.get_type_hints(func, include_extras=True)
             except Exception as exc:
                 raise TypeError(f"cannot resolve the annotations of {func.__qualname__}: {exc}") from exc
-            tp = hints.get(params[2].name, Any)
-            self.payload_type = type(None) if tp is None else tp
+            kinds = [hints.get(p.name, Any) for p in params[2:]]
+            kinds = [type(None) if tp is None else tp for tp in kinds]
+            self.payload_type = kinds[0]
+            if len(kinds) > 1:
+                # Several payload parameters (a Socket.IO event's several arguments): the payload
+                # is an array of that many elements, decoded as a tuple and spread into them.
+                self.payload_type = tuple.__class_getitem__(tuple(kinds))
+                self.func = _spread(func)
+        # Built here, once per handler, so that a type Pydantic cannot handle fails at class definition.
+        self._pydantic = PydanticPayload(self.payload_type) if needs_pydantic(self.payload_type) else None
         self._decoders: dict[Codec, Callable[[bytes], Any]] = {}
 
     def decode(self, codec: Codec, raw: Any) -> Any:
@@ -107,11 +123,23 @@ class Handler:
         """
         dec = self._decoders.get(codec)
         if dec is None:
-            dec = self._decoders[codec] = codec.payload_decoder(self.payload_type)
+            if self._pydantic is not None:
+                dec = self._decoders[codec] = self._pydantic.decoder(codec)
+            else:
+                dec = self._decoders[codec] = codec.payload_decoder(self.payload_type)
         return dec(raw)
 
     def __repr__(self) -> str:
         return f"Handler({self.name!r}, payload={self.payload_type!r})"
+
+
+def _spread(func: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def spread(endpoint: Any, conn: Any, payload: tuple[Any, ...]) -> Any:
+        return await func(endpoint, conn, *payload)
+
+    spread.__qualname__ = func.__qualname__
+    spread.__name__ = func.__name__
+    return spread
 
 
 _FILTER_MARK: Final = "__realtime_outgoing__"

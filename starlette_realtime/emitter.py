@@ -16,6 +16,7 @@ import msgspec
 from .backends import Backend, backend_from_url
 from .backends.base import Publication
 from .rooms import ALL_ROOM, room_error, sid_room
+from .validation import enc_hook
 
 #: Event names the clients use for their own connection events; the server never sends them.
 RESERVED_EVENTS = frozenset({"connect", "disconnect", "connect_error", "recovery_failed", "error"})
@@ -42,7 +43,7 @@ class Publisher:
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
-        self._encoder = msgspec.json.Encoder()
+        self._encoder = msgspec.json.Encoder(enc_hook=enc_hook)
 
     async def publish(
         self,
@@ -126,7 +127,8 @@ class BroadcastOperator:
 
         Args:
             event: the event name.
-            data: the payload: anything msgspec encodes (Structs, dataclasses, builtins).
+            data: the payload: anything msgspec encodes (Structs, dataclasses, builtins), or a
+                Pydantic model (dumped in JSON mode, by alias).
             namespace: required when the operator was not built from an endpoint or connection.
             volatile: keep no history and drop it for receivers that are behind.
 

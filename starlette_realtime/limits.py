@@ -29,7 +29,8 @@ class Limits(msgspec.Struct, kw_only=True):
             ``limit_exceeded``); ``None``: only ``max_message_size`` bounds it.
         max_depth: the deepest nesting of lists and maps in an event payload (over it: ack
             error ``limit_exceeded``), checked before the payload is decoded; ``None``: no check
-            (msgspec still refuses about 1000 levels).
+            of its own.  Whatever it is, a frame whose payload nests deeper than
+            :data:`MAX_NESTING` (256) levels is refused before decoding (close 4501 ``bad_frame``).
     """
 
     rate: float | None = None
@@ -67,6 +68,12 @@ class Limits(msgspec.Struct, kw_only=True):
 # Both scan the encoded bytes without decoding them.  A cheap count in C comes first:
 # nesting needs one opening byte per level, so a payload with few of them passes
 # at once, and only the rest is walked.
+
+#: The deepest nesting of lists and maps a frame's payload may have, whatever ``max_depth`` says.
+#: msgspec decodes recursively and, on CPython 3.11, counts each level against the interpreter's
+#: recursion limit (1000) together with the caller's frames, so near that limit the outcome would
+#: depend on the stack.  The codecs refuse deeper frames before decoding them (``bad_frame``).
+MAX_NESTING = 256
 
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _JSON_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")

@@ -123,7 +123,9 @@ class RealtimeRouter:
         for instance in self.endpoints.values():
             instance.attach(self, self.publisher)
         self.links: set[Link] = set()
-        self.clock = time.monotonic
+        # The monotonic clock of the node: heartbeats, token buckets, deadlines.  A Limits
+        # with a clock of its own (a test's manual clock) sets it for all of them.
+        self.clock = self.limits.clock
         #: Seconds since the epoch, the clock of credential expiry (``Identity.expires_at``).
         self.wall_clock = time.time
         #: The events of each namespace with their rate limits: one table for every session core.

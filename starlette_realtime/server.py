@@ -4,11 +4,14 @@ uvicorn closes every WebSocket at once with 1012 when it shuts down, before
 the application's lifespan shutdown runs.  :class:`Server` first lets each
 router close its WebSockets with 1001 in batches (after their running handlers
 finish), so that clients spread their reconnects over the other nodes.
+It serves WebSockets with the library's pre-framed protocol
+(:mod:`starlette_realtime.fastpath.uvicorn`) unless told otherwise.
 Requires the ``server`` extra (uvicorn).
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Sequence
 from typing import Any
@@ -45,7 +48,10 @@ def run(
     """Serve ``app`` with uvicorn, draining ``routers`` gracefully on SIGINT/SIGTERM.
 
     permessage-deflate is off unless ``ws_per_message_deflate=True`` is passed
-    (compression side channels and decompression bombs).
+    (compression side channels and decompression bombs).  WebSockets are served
+    by :class:`~starlette_realtime.fastpath.uvicorn.PreframedProtocol` (a broadcast
+    framed once for every receiver) unless ``ws`` is passed or the installed
+    uvicorn is not one it is tested with.
 
     Args:
         app: the ASGI application.
@@ -55,9 +61,23 @@ def run(
         **options: any other ``uvicorn.Config`` option.
     """
     options.setdefault("ws_per_message_deflate", False)
+    if "ws" not in options:
+        ws = default_ws()
+        if ws is not None:
+            options["ws"] = ws
     config = uvicorn.Config(app, host=host, port=port, **options)
     try:
         Server(config, routers).run()
     except KeyboardInterrupt:
         # uvicorn has already shut down gracefully; a second Ctrl-C lands here.
         pass
+
+
+def default_ws() -> type[asyncio.Protocol] | None:
+    """The WebSocket protocol class :func:`run` uses: the pre-framed one, or ``None`` (uvicorn's default)."""
+    try:
+        from .fastpath.uvicorn import protocol_class
+    except ImportError:
+        # A uvicorn without the websockets-sansio protocol, or websockets missing.
+        return None
+    return protocol_class()

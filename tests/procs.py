@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import free_port
+from conftest import free_port, need
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,9 +39,9 @@ class RedisServer:
     """A redis-server of our own, with no persistence (a restart empties it)."""
 
     def __init__(self, port: int | None = None) -> None:
+        need("redis-server")
         binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        assert binary is not None
         self.binary = binary
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="rt-redis-")

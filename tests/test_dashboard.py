@@ -6,15 +6,18 @@ import asyncio
 import json
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 import websockets
 from apps import Chat
-from conftest import ServerThread, serve
+from conftest import CHROMIUM, ManualClock, ServerThread, serve
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Mount, Route
@@ -22,13 +25,11 @@ from starlette.routing import Mount, Route
 from starlette_realtime import AckError, RealtimeRouter
 from starlette_realtime.client import RealtimeClient
 from starlette_realtime.dashboard import DashboardEndpoint, StatsSampler, dashboard_app, histogram_quantile
+from starlette_realtime.dashboard import stats as dashboard_stats
 from starlette_realtime.prometheus import PrometheusMetrics, metrics_app
 
 ROOT = Path(__file__).resolve().parent.parent
-SCREENSHOT = ROOT / "docs" / "img" / "dashboard.png"
 ADMIN = {"cookie": "admin=yes"}
-CHROMIUM = "/usr/bin/chromium"
-HAVE_CHROMIUM = os.path.exists(CHROMIUM)
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run"]
 
@@ -65,12 +66,6 @@ def server(served: tuple[ServerThread, RealtimeRouter]) -> ServerThread:
 
 def chat(srv: ServerThread) -> RealtimeClient:
     return RealtimeClient(srv.url + "/realtime", namespaces=["/chat"])
-
-
-async def until(predicate: Any, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
 
 
 # Without a browser -------------------------------------------------------------------------------------------
@@ -145,7 +140,11 @@ async def test_the_namespace_takes_only_dashboard_tokens(served: tuple[ServerThr
     assert stats[3]["connections"] == 1  # the dashboard's own connection is left out
 
 
-async def test_the_sampler_computes_rates_and_quantiles() -> None:
+async def test_the_sampler_computes_rates_and_quantiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The sampler's interval rules run on a clock of the test's (the module's `time`, with the
+    # wall clock left alone): no race between a 50 ms interval and a loaded machine.
+    clock = ManualClock()
+    monkeypatch.setattr(dashboard_stats, "time", SimpleNamespace(monotonic=clock, time=time.time))
     metrics = PrometheusMetrics()
     router = RealtimeRouter([Chat, DashboardEndpoint], metrics=metrics)
     sampler = StatsSampler(router, interval=0.05)
@@ -154,23 +153,28 @@ async def test_the_sampler_computes_rates_and_quantiles() -> None:
     for _ in range(20):
         metrics.handler_finished("/chat", "say", metrics.handler_started() - 0.003, None)
     metrics.broadcast("/chat", "said", 10, 1000, 0.0)
-    await asyncio.sleep(0.06)
+    clock.advance(0.06)
     second = sampler.latest()
     assert second.events_in is not None and second.events_in > 0
     assert second.bytes_out is not None and second.bytes_out > 0
     assert second.handler_p50 is not None and 2.5 <= second.handler_p50 <= 5.0
+    clock.advance(0.04)
     assert sampler.latest() is second  # shared within an interval
+    clock.advance(0.01)
+    assert sampler.latest() is not second
     assert "StatsSampler" in repr(sampler)
 
 
 # In Chromium -------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.browser
-async def test_the_page_shows_live_figures(server: ServerThread) -> None:
-    if not HAVE_CHROMIUM:
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+@pytest.mark.browser  # conftest.need: fails in CI, else skips, without Chromium and Playwright
+async def test_the_page_shows_live_figures(server: ServerThread, tmp_path: Path) -> None:
+    """The page in Chromium; its screenshot goes to a temporary directory, or to ``$DASHBOARD_SCREENSHOT``
+    (``scripts/screenshots`` sets it for the docs' image)."""
     from playwright.async_api import async_playwright, expect
+
+    screenshot = Path(os.environ.get("DASHBOARD_SCREENSHOT") or tmp_path / "dashboard.png")
 
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
@@ -208,15 +212,16 @@ async def test_the_page_shows_live_figures(server: ServerThread) -> None:
                     if i % 25 == 0:
                         with pytest.raises(AckError):
                             await sender.call("fail", namespace="/chat", timeout=5)
-                    await asyncio.sleep(0.04)
+                    await asyncio.sleep(0.04)  # traffic spread over the page's 1 s samples, so it draws rates
             await expect(connections).to_have_text("7", timeout=10_000)
             await expect(page.locator("#rooms")).to_have_text("2", timeout=10_000)
             await expect(page.locator("#top-rooms tbody tr")).to_have_count(2, timeout=10_000)
             await expect(page.locator("#top-rooms tbody tr").first).to_contain_text("lobby")
             assert await page.locator("#events_out").text_content() != "–"
             assert await page.locator("#handler_p95").text_content() != "–"
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            await page.screenshot(path=str(SCREENSHOT), full_page=True)
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(screenshot), full_page=True)
+            assert (await anyio.Path(screenshot).stat()).st_size > 10_000
             for c in [*crowd, clients[2]]:
                 await c.close()
             await expect(connections).to_have_text("0", timeout=10_000)

@@ -29,6 +29,7 @@ from starlette_realtime.client import RealtimeClient
 from starlette_realtime.codec import JsonCodec, MsgpackCodec
 from starlette_realtime.exceptions import InvalidRoom, ProtocolError
 from starlette_realtime.frames import Connect, Disconnect, Event
+from starlette_realtime.limits import MAX_NESTING
 from starlette_realtime.rooms import room_error
 
 MAX_MESSAGE = 64 * 1024
@@ -328,6 +329,12 @@ def table() -> list[Case]:
              ("close", 4501, "bad_frame")),
         Case("nesting 10,000 deep", "msgpack", [msgpack_event_with(deep_msgpack(10_000))],
              ("close", 4501, "bad_frame")),
+        Case("nesting one level over MAX_NESTING", "json", [f'[5,"/chat","echo",{deep_json(MAX_NESTING + 1)},1]'],
+             ("close", 4501, "bad_frame")),
+        Case("nesting one level over MAX_NESTING", "msgpack", [msgpack_event_with(deep_msgpack(MAX_NESTING + 1))],
+             ("close", 4501, "bad_frame")),
+        Case("nesting 1,000 deep in a CONNECT", "json", [f'[1,"/private",{deep_json(1000)}]'],
+             ("close", 4501, "bad_frame"), connect=False),
         Case("MessagePack string that is not UTF-8", "msgpack", [b"\x94\x05\xa5/chat\xa4ech\xff\xc0"],
              ("close", 4501, "bad_frame")),
         Case("positions key over 300 characters", "json", [[1, "/private", None, "s", {"r" * 301: ["e", 1]}]],
@@ -339,6 +346,10 @@ def table() -> list[Case]:
         Case("nesting 100 deep (over max_depth)", "json", [f'[5,"/chat","echo",{deep_json(100)},1]'],
              ("ack", 1, "limit_exceeded")),
         Case("nesting 100 deep (over max_depth)", "msgpack", [msgpack_event_with(deep_msgpack(100))],
+             ("ack", 1, "limit_exceeded")),
+        Case("nesting MAX_NESTING deep", "json", [f'[5,"/chat","echo",{deep_json(MAX_NESTING)},1]'],
+             ("ack", 1, "limit_exceeded")),
+        Case("nesting MAX_NESTING deep", "msgpack", [msgpack_event_with(deep_msgpack(MAX_NESTING))],
              ("ack", 1, "limit_exceeded")),
         Case("payload over max_payload_bytes", "msgpack", [[5, "/chat", "echo", "y" * (MAX_PAYLOAD + 1), 1]],
              ("ack", 1, "limit_exceeded")),
@@ -432,6 +443,106 @@ async def run_case(env: Env, case: Case) -> None:
     await env.check_control()
 
 
+# Nesting depth: one answer for every depth --------------------------------------------------------------
+
+
+def expected_depth_answer(depth: int, max_depth: int | None) -> str:
+    """What the server answers an event whose payload nests ``depth`` levels (docs/security.md)."""
+    if depth > MAX_NESTING:
+        return "close"  # 4501 bad_frame, decided before decoding
+    if max_depth is not None and depth > max_depth:
+        return "limit_exceeded"
+    return "ok"
+
+
+def nested(depth: int) -> Any:
+    value = None
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def deep_event(encoding: str, depth: int, ack_id: int) -> bytes:
+    """An ``echo`` event whose payload is ``nested(depth)``, encoded by hand (no encoder recursion)."""
+    if encoding == "msgpack":
+        return msgpack_event_with(deep_msgpack(depth), ack_id)
+    return f'[5,"/chat","echo",{"[" * depth}null{"]" * depth},{ack_id}]'.encode()
+
+
+def judge_depth(codec: Any, limits: Limits, message: bytes, stack: int) -> str:
+    """The server's two decisions (the codec's, then the limit's) made ``stack`` frames deep."""
+    if stack > 0:
+        return judge_depth(codec, limits, message, stack - 1)
+    try:
+        frame = codec.decode(message)
+    except ProtocolError:
+        return "close"
+    assert type(frame) is Event
+    return "limit_exceeded" if limits.payload_error(frame.data, binary=codec.binary) else "ok"
+
+
+@pytest.mark.parametrize("max_depth", [MAX_DEPTH, None])
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+def test_every_depth_has_one_answer(encoding: str, max_depth: int | None) -> None:
+    """Every depth from 0 to 6,000, and 10,000, whatever the caller's stack: the answer depends on the depth only."""
+    codec = MsgpackCodec() if encoding == "msgpack" else JsonCodec()
+    limits = Limits(max_depth=max_depth)
+    for depth in [*range(6_001), 10_000]:
+        message = deep_event(encoding, depth, 1)
+        want = expected_depth_answer(depth, max_depth)
+        assert judge_depth(codec, limits, message, 0) == want, depth
+        if abs(depth - MAX_NESTING) <= 2 or depth % 500 == 0:
+            # 600 frames of our own leave msgspec fewer than 400 of the default 1000.
+            assert judge_depth(codec, limits, message, 600) == want, depth
+
+
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+def test_every_depth_is_answered_by_the_live_server(env: Env, encoding: str) -> None:
+    """Over the socket: each depth up to MAX_NESTING + 2 on one connection, deeper ones on a fresh one each."""
+
+    async def sweep() -> None:
+        raw = await Raw.open(env.url, encoding)
+        await raw.open_chat()
+        for depth in range(MAX_NESTING + 3):
+            ack_id = depth + 1
+            await raw.send(deep_event(encoding, depth, ack_id).decode() if encoding == "json"
+                           else deep_event(encoding, depth, ack_id))
+            want = expected_depth_answer(depth, MAX_DEPTH)
+            if want == "close":
+                with pytest.raises(ConnectionClosed) as closed:
+                    async with asyncio.timeout(10):
+                        while True:
+                            await raw.recv(10)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 4501, depth
+                break
+            async with asyncio.timeout(10):
+                while True:
+                    frame = await raw.recv(10)
+                    if frame[0] == 6 and frame[2] == ack_id:
+                        break
+            error = frame[4][0] if len(frame) > 4 and frame[4] else None
+            assert error == (None if want == "ok" else want), (depth, frame[4] if len(frame) > 4 else None)
+            if want == "ok":
+                assert frame[3] == nested(depth), depth
+        else:
+            raise AssertionError("MAX_NESTING + 1 did not close the connection")
+        for depth in (MAX_NESTING + 2, 500, 999, 1000, 1001, 2000, 4999, 5000, 5001, 12_000):
+            raw = await Raw.open(env.url, encoding)
+            await raw.open_chat()
+            await raw.send(deep_event(encoding, depth, 1).decode() if encoding == "json"
+                           else deep_event(encoding, depth, 1))
+            frames: list[Any] = []
+            with pytest.raises(ConnectionClosed) as closed:
+                async with asyncio.timeout(10):
+                    while True:
+                        frames.append(await raw.recv(10))
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4501, depth
+            assert [f[1] for f in frames if f[0] == 9] == ["bad_frame"], (depth, frames)
+        await env.check_control()
+
+    env.runner.run(asyncio.wait_for(sweep(), 60))
+
+
 # Hypothesis -------------------------------------------------------------------------------------------------
 
 _scalar = (
@@ -476,9 +587,10 @@ def fuzz_frames(draw: st.DrawFn, binary: bool) -> bytes | str:
     if how == "structure":
         data = encode(draw(_value))
     elif how == "deep":
-        # Clear of msgspec's limit: the interpreter's recursion limit (about 1000 levels, less
-        # the caller's stack depth), which Hypothesis raises to about 2000 + depth while it runs.
-        depth = draw(st.integers(1, 500) | st.integers(5_000, 12_000))
+        # The whole range, each depth with one answer (test_every_depth_has_one_answer): near the
+        # limits, and anywhere up to twice the interpreter's recursion limit and beyond.
+        depth = draw(st.sampled_from([MAX_DEPTH, MAX_DEPTH + 1, MAX_NESTING, MAX_NESTING + 1])
+                     | st.integers(0, 6_000) | st.integers(5_000, 12_000))
         data = msgpack_event_with(deep_msgpack(depth), draw(st.integers(0, 100))) if binary else (
             f'[5,"/chat","echo",{deep_json(depth)}]'.encode()
         )

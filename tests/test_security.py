@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import msgspec
 import pytest
 import websockets
-from conftest import ServerThread, serve
+from conftest import ManualClock, ServerThread, eventually, serve
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
@@ -143,10 +143,7 @@ def client(srv: ServerThread, user: str, rooms: list[str] = ROOMS, admin: bool =
     return RealtimeClient(srv.url + "/realtime", namespaces=["/rooms"], auth=token, **kw)
 
 
-async def until(predicate: Any, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
+until = eventually
 
 
 class Raw:
@@ -281,7 +278,8 @@ async def test_join_is_authorized_and_a_refused_room_sends_nothing(server: Any) 
         await ada.call("memo", {"room": "vip", "text": "vip memo"}, namespace="/rooms", timeout=5)
         await ada.call("say", {"room": "lobby", "text": "hello"}, namespace="/rooms", timeout=5)
         await until(lambda: len(heard) == 1)
-        await asyncio.sleep(0.1)
+        # eve's outbox is one queue: anything sent to her before this ack has arrived by now.
+        await eve.call("rooms", namespace="/rooms", timeout=5)
         assert heard == [{"room": "lobby", "text": "hello", "from": "ada"}]
 
 
@@ -331,7 +329,7 @@ async def test_a_revoked_room_is_not_restored_by_recovery(server: Any) -> None:
         await root.call("say", {"room": "vip", "text": "v3"}, namespace="/rooms", timeout=5)
         await root.call("say", {"room": "lobby", "text": "l3"}, namespace="/rooms", timeout=5)
         await until(lambda: len(heard) == 4)
-        await asyncio.sleep(0.1)
+        await ada.call("rooms", namespace="/rooms", timeout=5)  # anything sent to ada before has arrived
         assert [m.get("text") or m.get("public") for m in heard] == ["v1", "l2", "l2 memo", "l3"]
         # The memo was replayed through the outgoing filter: ada is no admin.
         assert heard[2] == {"room": "lobby", "public": "l2 memo"}
@@ -350,8 +348,8 @@ async def test_leak_test_200_clients_with_random_permissions(server: Any) -> Non
         users.append({"name": f"u{i}", "allowed": allowed, "admin": rng.random() < 0.25, "joined": set(), "got": []})
     clients = [client(srv, u["name"], rooms=u["allowed"], admin=u["admin"]) for u in users]
     for u, cl in zip(users, clients, strict=True):
-        cl.on("said", lambda d, u=u: u["got"].append(("said", d)), namespace="/rooms")
-        cl.on("memo", lambda d, u=u: u["got"].append(("memo", d)), namespace="/rooms")
+        cl.on("said", lambda d, *, u=u: u["got"].append(("said", d)), namespace="/rooms")
+        cl.on("memo", lambda d, *, u=u: u["got"].append(("memo", d)), namespace="/rooms")
     refused = 0
 
     async def act(u: dict[str, Any], cl: RealtimeClient, seed: int) -> None:
@@ -388,7 +386,9 @@ async def test_leak_test_200_clients_with_random_permissions(server: Any) -> Non
         await asyncio.gather(*(start(cl) for cl in clients))
         try:
             await asyncio.gather(*(act(u, cl, i) for i, (u, cl) in enumerate(zip(users, clients, strict=True))))
-            await asyncio.sleep(0.5)  # let the last broadcasts land
+            # The memory backend fans out before the publisher's ack: one more round trip of each
+            # client comes back after every broadcast queued for it.
+            await asyncio.gather(*(cl.call("rooms", namespace="/rooms", timeout=20) for cl in clients))
         finally:
             await asyncio.gather(*(cl.close() for cl in clients))
     total = 0
@@ -444,9 +444,8 @@ async def test_a_failing_filter_drops_the_event_for_that_receiver(caplog: pytest
                 await cl.call("join", "r1", namespace="/fragile", timeout=5)
             await other.call("memo", {"room": "r1", "text": "hi"}, namespace="/fragile", timeout=5)
             await until(lambda: len(got["other"]) == 1)
-            await asyncio.sleep(0.1)
+            assert await victim.call("echo", 1, namespace="/fragile", timeout=5) == 1  # after the memo, if sent
             assert got["victim"] == []  # dropped, never sent unfiltered
-            assert await victim.call("echo", 1, namespace="/fragile", timeout=5) == 1
     assert any("outgoing filter" in r.getMessage() for r in caplog.records)
 
 
@@ -485,9 +484,7 @@ async def test_a_flooding_link_lets_others_run() -> None:
     async with router:
         flood = asyncio.ensure_future(router(scope, *client("flood", 500)))
         polite = asyncio.ensure_future(router(scope, *client("polite", 1)))
-        async with asyncio.timeout(5):
-            while len(Marks.order) < 501:
-                await asyncio.sleep(0.01)
+        await until(lambda: len(Marks.order) >= 501, message="all 501 marks")
         for task in (flood, polite):
             task.cancel()
         await asyncio.gather(flood, polite, return_exceptions=True)
@@ -499,7 +496,8 @@ async def test_a_flooding_link_lets_others_run() -> None:
 
 
 async def test_rate_limit_answers_rate_limited_then_closes_sustained_abuse_with_4006() -> None:
-    app, _ = make_app(limits=Limits(rate=5, burst=5, abuse_threshold=10))
+    clock = ManualClock()  # no token comes back until the test moves it, however slow the machine
+    app, _ = make_app(limits=Limits(rate=5, burst=5, abuse_threshold=10, clock=clock))
     with serve(app) as srv:
         raw = await Raw.open(srv.url + "/realtime/")
         assert (await raw.connect(auth=token("ada")))[0] == 2
@@ -507,7 +505,7 @@ async def test_rate_limit_answers_rate_limited_then_closes_sustained_abuse_with_
             assert await raw.call("/rooms", "echo", i, i) == [6, "/rooms", i, i, None]
         limited = await raw.call("/rooms", "echo", 6, 6)
         assert limited[4][0] == "rate_limited"
-        await asyncio.sleep(0.5)  # 2.5 tokens come back
+        clock.advance(0.5)  # 2.5 tokens come back
         assert (await raw.call("/rooms", "echo", 7, 7))[4] is None
         # Unknown events pay too, and abuse_threshold refusals in a row close the WebSocket.
         for i in range(8, 40):
@@ -516,7 +514,7 @@ async def test_rate_limit_answers_rate_limited_then_closes_sustained_abuse_with_
 
 
 async def test_per_event_rate_limit() -> None:
-    app, _ = make_app(limits=Limits(abuse_threshold=100))
+    app, _ = make_app(limits=Limits(abuse_threshold=100, clock=ManualClock()))
     with serve(app) as srv:
         raw = await Raw.open(srv.url + "/realtime/")
         await raw.connect(auth=token("ada"))
@@ -529,7 +527,7 @@ async def test_per_event_rate_limit() -> None:
 
 
 async def test_connect_floods_are_rate_limited() -> None:
-    app, _ = make_app(limits=Limits(rate=2, burst=3, abuse_threshold=50))
+    app, _ = make_app(limits=Limits(rate=2, burst=3, abuse_threshold=50, clock=ManualClock()))
     with serve(app) as srv:
         raw = await Raw.open(srv.url + "/realtime/")
         codes = [(await raw.connect("/nope"))[2] for _ in range(5)]
@@ -570,9 +568,12 @@ async def test_max_connections_per_user() -> None:
         assert (await third.connect(auth=token("bob")))[0] == 2  # another user is not affected
         await first.close()
         fourth = await Raw.open(url)
-        async with asyncio.timeout(5):
-            while (await fourth.connect(auth=token("ada")))[0] != 2:
-                await asyncio.sleep(0.02)  # until the server saw the first one go
+        try:
+            async with asyncio.timeout(5):
+                while (await fourth.connect(auth=token("ada")))[0] != 2:
+                    await asyncio.sleep(0.02)  # until the server saw the first one go
+        except TimeoutError:
+            raise AssertionError("ada's slot was not freed within 5 s of closing her first WebSocket") from None
         for raw in (second, third, fourth):
             await raw.close()
 

@@ -1,4 +1,4 @@
-"""Backends: pick one by URL (``memory://``, ``redis://``, ``rediss://``) or pass an object."""
+"""Backends: pick one by URL (``memory://``, ``redis://``, ``rediss://``, ``redis+cluster://``) or pass an object."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ def backend_from_url(url: str, **options: Any) -> Backend:
     """Build a backend from a URL.
 
     Args:
-        url: ``memory://`` or ``redis://host:port/db`` (``rediss://`` for TLS).
+        url: ``memory://``, ``redis://host:port/db`` (``rediss://`` for TLS), or
+            ``redis+cluster://host:port`` for a Redis Cluster (any node of it;
+            ``rediss+cluster://`` for TLS).
             Query parameters (``?history_size=500&history_ttl=60``) become options.
         **options: keyword options for the backend class; they win over the query.
 
@@ -35,12 +37,12 @@ def backend_from_url(url: str, **options: Any) -> Backend:
     query.update(options)
     if parts.scheme == "memory":
         return MemoryBackend(**query)
-    if parts.scheme in ("redis", "rediss", "unix"):
+    if parts.scheme in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
         # Imported lazily: redis-py is only needed by users of this backend.
         from .redis import RedisBackend
 
         return RedisBackend(url.split("?", 1)[0], **query)
-    raise ValueError(f"unsupported backend URL scheme {parts.scheme!r} (use memory:// or redis://)")
+    raise ValueError(f"unsupported backend URL scheme {parts.scheme!r} (use memory://, redis:// or redis+cluster://)")
 
 
 def __getattr__(name: str) -> Any:

@@ -64,10 +64,9 @@ class ControlBus:
         rid = secrets.token_hex(8)
         pending = self.pending[rid] = Pending()
         try:
-            live = await be._run(be._scripts["live"](keys=[be.names.nodes]))
-            pending.expect({n.decode() for n in live} - {be.node_id})
+            pending.expect(await be.heartbeat.live_nodes() - {be.node_id})
             envelope = encode_msgpack(ControlEnvelope(be.node_id, rid, request))
-            await be._run(be.redis.publish(be.names.control, envelope))
+            await be.command(be.redis.publish(be.names.control, envelope))
             replies: list[ControlReply] = []
             if self.handler is not None:
                 # This node answers directly: no round trip through Redis.
@@ -90,9 +89,8 @@ class ControlBus:
         except Exception:
             logger.warning("dropped a malformed cluster request")
             return
-        tg = self.backend._tg
-        if envelope.origin != self.backend.node_id and self.handler is not None and tg is not None:
-            tg.start_soon(self._answer, envelope)
+        if envelope.origin != self.backend.node_id and self.handler is not None:
+            self.backend.spawn(self._answer, envelope)
 
     async def _answer(self, envelope: ControlEnvelope) -> None:
         be = self.backend
@@ -105,7 +103,7 @@ class ControlBus:
             reply = ControlReply(be.node_id, False)
         message = REPLY + encode_msgpack(ReplyEnvelope(envelope.rid, be.node_id, reply))
         try:
-            await be._run(be.redis.publish(be.names.node(envelope.origin), message))
+            await be.command(be.redis.publish(be.names.node(envelope.origin), message))
         except BackendUnavailable:
             logger.debug("could not answer cluster request %s", envelope.rid)
 

@@ -21,8 +21,11 @@ from .base import HistoryReply, Publication
 #: stream's epoch when the stream is new), append it to the stream (trimmed to
 #: about ``history_size`` entries, the entry id being ``<offset>-0``), refresh
 #: both keys' TTL and publish it on the room's channel, all atomically, so that
-#: offsets follow the order in which Redis publishes.
-#: KEYS: meta, stream. ARGV: channel, global epoch, new stream id, history_size, ttl_ms, body.
+#: offsets follow the order in which Redis publishes.  On a Redis Cluster the
+#: command is ``SPUBLISH``: the channel shares the keys' hash tag, so it goes to
+#: the shard that runs the script.
+#: KEYS: meta, stream. ARGV: channel, global epoch, new stream id, history_size, ttl_ms, body,
+#: publish command (``PUBLISH`` or ``SPUBLISH``).
 PUBLISH_LUA: Final = """
 local e = redis.call('HGET', KEYS[1], 'e')
 if not e then
@@ -38,7 +41,7 @@ local id = string.format('%d', o)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], id .. '-0', 'd', ARGV[6], 't', now)
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
-redis.call('PUBLISH', ARGV[1], 'p' .. id .. ',' .. e .. ',' .. ARGV[6])
+redis.call(ARGV[7], ARGV[1], 'p' .. id .. ',' .. e .. ',' .. ARGV[6])
 return {o, e}
 """
 
@@ -63,6 +66,17 @@ if start < 1 then start = 1 end
 if start > last then return {m[1], string.format('%d', last), now, {}} end
 local entries = redis.call('XRANGE', KEYS[2], string.format('%d', start) .. '-0', '+')
 return {m[1], string.format('%d', last), now, entries}
+"""
+
+#: Move a stream's offset counter forward after a failover lost the stream's
+#: tail (writes the old master had not replicated), so that new offsets are
+#: above every offset a receiver saw.  KEYS: meta. ARGV: epoch, offset.
+SKIP_AHEAD_LUA: Final = """
+local m = redis.call('HMGET', KEYS[1], 'e', 'o')
+if m[1] ~= ARGV[1] then return 0 end
+if tonumber(m[2] or '0') >= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 'o', ARGV[2])
+return 1
 """
 
 #: Register (or refresh) a node in the registry, scored by Redis' clock so that
@@ -225,6 +239,7 @@ __all__ = [
     "REGISTER_LUA",
     "REPLY",
     "REPLY_DECODER",
+    "SKIP_AHEAD_LUA",
     "ReplyEnvelope",
     "decode_entry",
     "decode_read",

@@ -60,6 +60,12 @@ export interface RealtimeClientOptions {
   queueMax?: number;
   /** CONNECT retries after INVALID_TOKEN or a retryable CONNECT_ERROR, per connection. Default 2. */
   authRetries?: number;
+  /**
+   * Ms each connection attempt has to open the socket and get every namespace CONNECTED; past it the attempt is
+   * given up (close 4000, a `connect_error` with code "timeout") and retried with backoff. `connect()` keeps
+   * waiting. Default 20000.
+   */
+  connectTimeout?: number;
   /** WebSocket constructor; default `globalThis.WebSocket` (pass one in Node 20). */
   WebSocket?: WebSocketConstructor;
   /** Time source (tests). */
@@ -125,6 +131,7 @@ export interface EmitOptions extends CallOptions {
 export interface ClientEvents {
   connect: { sid: string; recovered: boolean; recoveryFailed: boolean };
   disconnect: { reason: string; code: number | null };
+  /** `code` "timeout": the attempt exceeded `connectTimeout` (a client-side code). */
   connect_error: { code: string; message: string; retryable: boolean };
   recovery_failed: { sid: string };
   error: { code: string; message: string };
@@ -151,13 +158,29 @@ export declare class RealtimeClient {
 
   /** Resolves when every namespace is CONNECTED; rejects on a terminal failure. Retries at once when offline. */
   connect(): Promise<void>;
-  /** Close for good; queued events and waiting connect() calls reject with code "closed". */
+  /**
+   * Close for good: DISCONNECT (reason "client disconnect") for each connected namespace, then close 1000; the
+   * server forgets the sessions. Queued events and waiting connect() calls reject with code "closed".
+   */
   close(): void;
+  /**
+   * Send a fresh credential from the `auth` provider as `$auth` on the open connection. Resolves `true` when the
+   * server accepted it, `false` when the namespace is not connected; rejects with RealtimeAckError
+   * ("INVALID_TOKEN", "forbidden", "rate_limited"...), AckTimeout, or the provider's error.
+   */
+  refreshAuth(namespace?: string, options?: { timeout?: number }): Promise<boolean>;
   /** Volatile: resolves to whether the event was sent. */
   emit(event: string, data: unknown, options: EmitOptions & { volatile: true }): Promise<boolean>;
-  /** At-least-once: resolves with the ACK data; never causes an unhandled rejection. */
+  /**
+   * At-least-once: resolves with the ACK data; never causes an unhandled rejection. An error ACK rejects,
+   * "duplicate" included (handled already, answer no longer known).
+   */
   emit<T = unknown>(event: string, data?: unknown, options?: EmitOptions): Promise<T>;
-  /** Rejects with AckTimeout, RealtimeAckError or RealtimeError. */
+  /**
+   * Rejects with AckTimeout, RealtimeAckError or RealtimeError. A call whose reply was lost with the connection is
+   * resent with the same id after the reconnect; RealtimeAckError "duplicate" means the server handled it but no
+   * longer has the answer.
+   */
   call<T = unknown>(event: string, data?: unknown, options?: CallOptions): Promise<T>;
   on<K extends keyof ClientEvents>(event: K, handler: Handler<ClientEvents[K]>, options?: NamespaceOption): () => void;
   on<T = any>(event: string, handler: Handler<T>, options?: NamespaceOption): () => void;

@@ -17,6 +17,8 @@ const HELLO_DEFAULTS = { node: "", pingInterval: 25, pingTimeout: 20, maxMessage
 const TERMINAL_CLOSE = new Set([1000, 1002, 1003, 1007, 1008, 1009, 1010, 4501, 4503]);
 // The reserved events a client may send: the server's built-in handlers (auth.py, presence.py).
 const CLIENT_RESERVED = new Set(["$auth", "$presence.list"]);
+// The DISCONNECT reason of the client's own close(): the server's on_disconnect gets it.
+const CLIENT_DISCONNECT = "client disconnect";
 
 /**
  * The router answers at its mount point with a trailing slash: a Starlette `Mount("/realtime")` refuses the
@@ -366,7 +368,7 @@ export class OfflineQueue {
 const DEFAULTS = {
   namespaces: ["/"], auth: null, encoding: "json", reconnection: true, reconnectionAttempts: Infinity,
   reconnectionDelay: 1000, reconnectionDelayMax: 30000, randomizationFactor: 0.5, ackTimeout: 10000,
-  queueTtl: 60000, queueMax: 1000, authRetries: 2, WebSocket: undefined, clock: undefined, random: Math.random, onError: undefined,
+  queueTtl: 60000, queueMax: 1000, authRetries: 2, connectTimeout: 20000, WebSocket: undefined, clock: undefined, random: Math.random, onError: undefined,
 };
 
 /** A real-time client: one WebSocket, several namespaces, reconnection, recovery, at-least-once emits. */
@@ -405,7 +407,7 @@ export class RealtimeClient {
     this._hasConnected = false;
     this._lastCloseCode = null;
     this._lastSeen = 0;
-    this._watchdog = this._reconnectTimer = null;
+    this._watchdog = this._reconnectTimer = this._connectTimer = null;
   }
 
   // ---------------------------------------------------------------------------------------------- public API
@@ -445,23 +447,52 @@ export class RealtimeClient {
     return done;
   }
 
-  /** Close for good. Queued events and waiting connect() calls reject with RealtimeError("closed"); the sessions
-   * are kept, so a later connect() may still resume them. */
+  /**
+   * Close for good: a DISCONNECT (reason "client disconnect") for each connected namespace, so that the server's
+   * `on_disconnect` can tell it from a network drop, then close 1000. The server forgets the sessions. Queued
+   * events and waiting connect() calls reject with RealtimeError("closed").
+   */
   close() {
-    if (this._state !== "closed") this._fail(new RealtimeError("closed", "closed by the client"));
+    if (this._state === "closed") return;
+    for (const st of this._ns.values()) {
+      if (!st.connected) continue;
+      this._send([F.DISCONNECT, st.name, CLIENT_DISCONNECT]);
+      st.connected = false;
+      this._dispatch(st.name, "disconnect", { reason: CLIENT_DISCONNECT, code: null });
+    }
+    this._fail(new RealtimeError("closed", "closed by the client"));
+  }
+
+  /**
+   * Send a fresh credential from the `auth` provider on the open connection (the reserved event `$auth`), so that
+   * the server moves the connection's expiry and does not close it with 4003. Call it before the token expires.
+   * Resolves to `true` when the server accepted it, `false` when the namespace is not connected (its next CONNECT
+   * asks the provider anyway); rejects with RealtimeAckError when the server refused it (`INVALID_TOKEN`,
+   * `forbidden` for another user's token, `rate_limited`), AckTimeout, or the provider's own error.
+   * @param {string} [namespace] default: the first of `options.namespaces`
+   * @param {{timeout?: number}} [options]
+   * @returns {Promise<boolean>}
+   */
+  async refreshAuth(namespace, { timeout } = {}) {
+    const st = this._nsState(namespace);
+    if (!st.connected) return false;
+    const auth = await this._resolveAuth(st.name);
+    await this.call("$auth", auth, { namespace: st.name, timeout });
+    return true;
   }
 
   /**
    * Send an event. It gets an id, is queued while offline and resent after a reconnect with the same id until the
    * server acknowledges it (at-least-once; the server runs each id once). The promise resolves with the ACK data
-   * and never raises an unhandled rejection (await it to see errors). A `volatile` event is sent only when
-   * connected, without id or queueing, and resolves to whether it was sent.
+   * and never raises an unhandled rejection (await it to see errors: an error ACK rejects, `duplicate` included,
+   * which says the server handled the id already but no longer has its answer). A `volatile` event is sent only
+   * when connected, without id or queueing, and resolves to whether it was sent.
    * @param {string} event
    * @param {unknown} [data]
    * @param {{namespace?: string, volatile?: boolean, timeout?: number}} [options]
    */
   emit(event, data = null, options = {}) {
-    const result = options.volatile ? this._emitVolatile(event, data, options) : this._emit(event, data, options, true);
+    const result = options.volatile ? this._emitVolatile(event, data, options) : this._emit(event, data, options);
     result.catch(noop);
     return result;
   }
@@ -474,7 +505,7 @@ export class RealtimeClient {
    * @param {{namespace?: string, timeout?: number}} [options]
    */
   call(event, data = null, options = {}) {
-    return this._emit(event, data, options, false);
+    return this._emit(event, data, options);
   }
 
   /**
@@ -536,7 +567,7 @@ export class RealtimeClient {
     return Promise.resolve(st.connected && this._sendRaw(payload)); // offline: dropping is the point
   }
 
-  _emit(event, data, { namespace, timeout = this.options.ackTimeout }, okOnDuplicate) {
+  _emit(event, data, { namespace, timeout = this.options.ackTimeout }) {
     const st = this._nsState(namespace);
     const { payload, size } = this._encodeEvent(st, event, data, st.nextId);
     if (this._state === "closed" || !st.active) return Promise.reject(new RealtimeError("closed", "the client is closed"));
@@ -545,7 +576,7 @@ export class RealtimeClient {
     const id = st.nextId++; // taken even when refused below: ids need to increase, not to be contiguous
     if (size > this._hello.maxMessageSize) return Promise.reject(this._tooLarge(size));
     return new Promise((resolve, reject) => {
-      const entry = { ns: st.name, id, event, payload, size, timeout, timer: null, resolve, reject, okOnDuplicate };
+      const entry = { ns: st.name, id, event, payload, size, timeout, timer: null, resolve, reject };
       this._queue.push(entry);
       if (st.connected) this._sendEntry(entry);
       else this._queue.schedule();
@@ -627,6 +658,17 @@ export class RealtimeClient {
     // Watch from now on, so that a handshake that hangs is given up too.
     this._lastSeen = this._clock.now();
     this._watch();
+    // Every namespace CONNECTED within connectTimeout, or this attempt is given up and retried with backoff.
+    this._connectTimer = this._clock.setTimeout(() => this._connectTimedOut(), this.options.connectTimeout);
+  }
+
+  _connectTimedOut() {
+    this._connectTimer = null;
+    const message = `not connected within ${this.options.connectTimeout} ms`;
+    for (const st of this._ns.values()) {
+      if (st.active && !st.connected) this._dispatch(st.name, "connect_error", { code: "timeout", message, retryable: true });
+    }
+    this._drop(4000, "connect timeout");
   }
 
   _onOpen() {
@@ -673,6 +715,7 @@ export class RealtimeClient {
     const ws = this._ws;
     this._ws = null;
     this._clearTimer("_watchdog");
+    this._clearTimer("_connectTimer");
     if (ws) ws.onopen = ws.onmessage = ws.onclose = null;
     return ws;
   }
@@ -730,6 +773,7 @@ export class RealtimeClient {
 
   _checkConnected() {
     for (const st of this._ns.values()) if (st.active && !st.connected) return;
+    this._clearTimer("_connectTimer");
     this._backoff.reset();
     this._hasConnected = true;
     this._setState("connected");
@@ -876,9 +920,9 @@ export class RealtimeClient {
     if (!entry) return; // late (after a time-out) or replayed
     this._clock.clearTimeout(entry.timer);
     if (!error) return entry.resolve(data);
+    // "duplicate" too: the server handled this id already and no longer has the answer, which may have been an
+    // error. It never resolves as a success (issue 12's dedup contract).
     const [code, message = ""] = error;
-    // "duplicate": handled already, result no longer cached. For a fire-and-forget emit that is a success.
-    if (code === "duplicate" && entry.okOnDuplicate) return entry.resolve(null);
     entry.reject(new RealtimeAckError(code, message));
   }
 

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { ConnectError } from "../../starlette_realtime/static/client.js";
+import { ConnectError, RealtimeAckError } from "../../starlette_realtime/static/client.js";
 import { setup, handshake, tick } from "./helpers.mjs";
 
 async function firstConnects(options) {
@@ -151,4 +151,29 @@ test("a retryable CONNECT_ERROR that outlasts the quick retries reconnects inste
   await tick();
   assert.equal(WS.last.closed.code, 4000); // the socket is dropped ...
   assert.notEqual(client.state, "closed"); // ... and the client keeps trying with backoff
+});
+
+test("refreshAuth sends $auth with a fresh token from the provider and resolves true when accepted", async () => {
+  let n = 0;
+  const { client, WS, connecting } = await firstConnects({ auth: async () => `token-${++n}` });
+  WS.last.receive([2, "/chat", "sid", "sess"]);
+  await connecting;
+  const refreshed = client.refreshAuth();
+  await tick();
+  assert.deepEqual(WS.last.take(), [[5, "/chat", "$auth", { token: "token-2" }, 1]]);
+  WS.last.receive([6, "/chat", 1, null]);
+  assert.equal(await refreshed, true);
+});
+
+test("refreshAuth rejects with the server's refusal, and resolves false while not connected", async () => {
+  const { client, WS, connecting } = await firstConnects({ auth: "stale" });
+  assert.equal(await client.refreshAuth("/chat"), false); // not CONNECTED yet: nothing sent
+  WS.last.receive([2, "/chat", "sid", "sess"]);
+  await connecting;
+  WS.last.take();
+  const refused = client.refreshAuth("/chat", { timeout: 500 });
+  await tick();
+  assert.deepEqual(WS.last.take(), [[5, "/chat", "$auth", { token: "stale" }, 1]]);
+  WS.last.receive([6, "/chat", 1, null, ["INVALID_TOKEN", "expired"]]);
+  await assert.rejects(refused, (err) => err instanceof RealtimeAckError && err.code === "INVALID_TOKEN");
 });

@@ -262,14 +262,54 @@ test("silence for ping_interval + ping_timeout closes with 4005 and reconnects",
   assert.equal(WS.instances.length, 2);
 });
 
-test("a handshake that never completes is given up after the default 45 s", async () => {
-  const { client, WS, clock } = setup();
-  client.connect().catch(() => {});
-  clock.advance(44_999);
+test("a handshake that never completes is given up after connectTimeout (default 20 s) and retried", async () => {
+  const { client, WS, clock, states } = setup();
+  const errors = [];
+  client.on("connect_error", (data) => errors.push(data));
+  const connecting = client.connect();
+  clock.advance(19_999);
   assert.equal(WS.instances.length, 1);
   clock.advance(1);
-  assert.equal(WS.instances[0].closed.code, 4005);
+  assert.equal(WS.instances[0].closed.code, 4000);
   assert.equal(client.state, "offline");
+  assert.deepEqual(errors, [{ code: "timeout", message: "not connected within 20000 ms", retryable: true }]);
+  clock.advance(states.at(-1).delay);
+  await handshake(WS); // the retry works: connect() was still waiting
+  await connecting;
+  assert.equal(client.state, "connected");
+});
+
+test("connectTimeout bounds each attempt: socket open and every namespace CONNECTED", async () => {
+  const { client, WS, clock } = setup({ namespaces: ["/a", "/b"], connectTimeout: 3000 });
+  const connecting = client.connect();
+  WS.last.open();
+  await tick();
+  WS.last.receive([0, 1, "n", 25, 20, 1048576]);
+  WS.last.receive([2, "/a", "sid", "sess"]); // /b never answers
+  clock.advance(2999);
+  assert.equal(WS.instances.length, 1);
+  clock.advance(1);
+  assert.equal(WS.instances[0].closed.code, 4000);
+  clock.advance(1000);
+  await handshake(WS);
+  await connecting;
+  clock.advance(10_000); // connected: the timer is gone
+  assert.equal(client.state, "connected");
+  assert.deepEqual(clock.pending(), [35_000]); // only the heartbeat watchdog
+});
+
+test("close() sends DISCONNECT 'client disconnect' for each connected namespace before closing 1000", async () => {
+  const { client, WS } = setup({ namespaces: ["/a", "/b"] });
+  const connecting = client.connect();
+  await handshake(WS);
+  await connecting;
+  const local = [];
+  client.on("disconnect", (data) => local.push(data), { namespace: "/a" });
+  WS.last.take();
+  client.close();
+  assert.deepEqual(WS.last.take(), [[4, "/a", "client disconnect"], [4, "/b", "client disconnect"]]);
+  assert.equal(WS.last.closed.code, 1000);
+  assert.deepEqual(local, [{ reason: "client disconnect", code: null }]);
 });
 
 test("state listeners can unsubscribe, and their errors are reported, not thrown", async () => {

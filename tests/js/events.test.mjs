@@ -45,14 +45,33 @@ test("an ACK error rejects with RealtimeAckError carrying the code and message",
   await assert.rejects(emitted, (err) => err instanceof RealtimeAckError && err.code === "forbidden");
 });
 
-test("a duplicate ACK error means success for emit but not for call", async () => {
+test("a duplicate ACK error never resolves as a success, for call or emit", async () => {
   const { client, ws } = await connected();
   const emitted = client.emit("say", {});
   const called = client.call("join", "x");
   ws.receive([6, "/chat", 1, null, ["duplicate", "already handled"]]);
   ws.receive([6, "/chat", 2, null, ["duplicate", "already handled"]]);
-  assert.equal(await emitted, null);
-  await assert.rejects(called, (err) => err.code === "duplicate");
+  await assert.rejects(emitted, (err) => err instanceof RealtimeAckError && err.code === "duplicate");
+  await assert.rejects(called, (err) => err instanceof RealtimeAckError && err.code === "duplicate");
+  assert.equal(client.queued, 0);
+});
+
+test("a call whose reply was lost is resent with its id and settled by the answer to that id", async () => {
+  const { client, ws, WS, clock } = await connected();
+  const paid = client.call("pay", 42);
+  const refused = client.call("pay", 43);
+  const unknown = client.call("pay", 44);
+  assert.deepEqual(ws.take().map((f) => f[4]), [1, 2, 3]);
+  ws.serverClose(1006); // the replies are lost with the connection
+  clock.advance(1000);
+  await handshake(WS, { recovered: true });
+  assert.deepEqual(WS.last.take(), [[5, "/chat", "pay", 42, 1], [5, "/chat", "pay", 43, 2], [5, "/chat", "pay", 44, 3]]);
+  WS.last.receive([6, "/chat", 1, { charged: 42 }]); // the handler's real value ...
+  WS.last.receive([6, "/chat", 2, null, ["declined", "card declined"]]); // ... or its real error
+  WS.last.receive([6, "/chat", 3, null, ["duplicate", "already handled"]]); // ... or: answer no longer known
+  assert.deepEqual(await paid, { charged: 42 });
+  await assert.rejects(refused, (err) => err.code === "declined" && err.message === "card declined");
+  await assert.rejects(unknown, (err) => err.code === "duplicate");
 });
 
 test("an event without ACK rejects with AckTimeout after the timeout", async () => {

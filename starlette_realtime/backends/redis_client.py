@@ -1,0 +1,87 @@
+"""Making the Redis backend's client: one server (``redis://``) or a Redis Cluster (``redis+cluster://``).
+
+The user may pass a ready client instead; then the backend neither configures
+nor closes it.  Both kinds are redis-py asyncio clients, so asyncio-only.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, TypeAlias
+from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis, RedisCluster
+
+#: What the backend talks to: one server, or a cluster.
+Client: TypeAlias = "Redis | RedisCluster"
+
+#: URL schemes of a Redis Cluster (the TLS one first).
+CLUSTER_SCHEMES = ("rediss+cluster", "redis+cluster")
+
+
+def is_cluster_url(url: str) -> bool:
+    """Whether ``url`` names a Redis Cluster (``redis+cluster://`` or ``rediss+cluster://``)."""
+    return urlsplit(url).scheme in CLUSTER_SCHEMES
+
+
+def is_cluster(client: object) -> bool:
+    """Whether ``client`` is a ``redis.asyncio.RedisCluster`` (checked without importing redis-py)."""
+    return any(cls.__name__ == "RedisCluster" and cls.__module__.startswith("redis.") for cls in type(client).__mro__)
+
+
+def check_client(client: Any) -> None:
+    """Refuse a client that decodes responses: the backend moves bytes.
+
+    Raises:
+        ValueError: the client was made with ``decode_responses=True``.
+    """
+    kwargs = client.get_connection_kwargs() if is_cluster(client) else client.connection_pool.connection_kwargs
+    if kwargs.get("decode_responses"):
+        raise ValueError("the redis client must not decode responses (decode_responses=False)")
+
+
+def client_from_url(url: str, *, connect_timeout: float, command_timeout: float) -> Client:
+    """A client for ``url``, failing fast: an outage surfaces at once as an error.
+
+    Args:
+        url: ``redis://``, ``rediss://``, ``unix://``, or ``redis+cluster://host:port``
+            (``rediss+cluster://`` for TLS; any node of the cluster: the others are discovered).
+        connect_timeout: seconds to open a connection.
+        command_timeout: seconds a reply may take.
+    """
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff, NoBackoff
+
+    options: dict[str, Any] = {
+        "socket_connect_timeout": min(connect_timeout, command_timeout),
+        "socket_timeout": command_timeout,
+    }
+    parts = urlsplit(url)
+    if parts.scheme in CLUSTER_SCHEMES:
+        from redis.asyncio import RedisCluster
+
+        plain = urlunsplit(parts._replace(scheme=parts.scheme.split("+", 1)[0]))
+        # A few quick retries: they are what follows a MOVED/ASK redirection or a
+        # failover to the new master; the command deadline bounds them.
+        return RedisCluster.from_url(plain, retry=Retry(ExponentialBackoff(cap=0.25, base=0.02), 3), **options)
+    from redis.asyncio import Redis
+
+    # No silent retries: an outage must surface at once as BackendUnavailable
+    # (the subscriber reconnects on its own schedule).
+    return Redis.from_url(url, retry=Retry(NoBackoff(), 0), health_check_interval=0, **options)
+
+
+def redacted(url: str | None) -> str:
+    """The URL without its password, for logs and reprs."""
+    if url is None:
+        return "the given client"
+    parts = urlsplit(url)
+    if parts.password:
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        user = parts.username or ""
+        parts = parts._replace(netloc=f"{user}:***@{host}{port}")
+    return urlunsplit(parts)
+
+
+__all__ = ["CLUSTER_SCHEMES", "Client", "check_client", "client_from_url", "is_cluster", "is_cluster_url", "redacted"]

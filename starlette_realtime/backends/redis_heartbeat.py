@@ -1,0 +1,107 @@
+"""The Redis backend's node heartbeat, node registry and global epoch: one timer per node for every periodic duty.
+
+Every ``heartbeat_interval`` seconds the node publishes a heartbeat on its own
+channel (the subscriber declares the link down when it has not heard one for
+``link_timeout`` seconds), refreshes the global epoch and its entry in the
+node registry, and runs the callbacks other components added (presence, the
+session store).  A callback still running from the previous beat is skipped;
+a failing one is logged and does not stop later beats.
+
+The registry is a sorted set scored by Redis' clock (each node's deadline), so
+that the hosts' clocks need not agree; cluster requests expect an answer from
+every node in it.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.abc
+
+from .redis_wire import HEARTBEAT
+
+if TYPE_CHECKING:
+    from .redis import RedisBackend
+
+logger = logging.getLogger("starlette_realtime.backends.redis")
+
+HeartbeatCallback = Callable[[], Awaitable[None]]
+
+
+class NodeHeartbeat:
+    """The beat of one :class:`RedisBackend` and the callbacks it runs."""
+
+    def __init__(self, backend: RedisBackend) -> None:
+        self.backend = backend
+        self.callbacks: dict[HeartbeatCallback, bool] = {}
+        self.beats = 0
+
+    async def refresh_epoch(self) -> None:
+        """Read the global epoch, creating it when Redis has none (it restarted empty)."""
+        # The global epoch names everything Redis holds; a Redis that restarted
+        # empty gets a new one from the first node that notices.
+        be = self.backend
+        await be.redis.set(be.names.epoch, secrets.token_urlsafe(6), nx=True)
+        epoch = await be.redis.get(be.names.epoch)
+        if epoch is not None:
+            be.global_epoch = epoch.decode()
+
+    async def register(self) -> None:
+        """Enter or refresh this node in the registry (when it answers cluster requests)."""
+        be = self.backend
+        if be.bus.handler is not None:
+            ttl_ms = int((be.link_timeout + be.heartbeat_interval) * 1000)
+            await be.script("register")(keys=[be.names.nodes], args=[be.node_id, ttl_ms])
+
+    async def live_nodes(self) -> set[str]:
+        """The ids of the nodes whose registration has not expired (Redis' clock decides)."""
+        be = self.backend
+        live = await be.command(be.script("live")(keys=[be.names.nodes]))
+        return {n.decode() for n in live}
+
+    def add(self, fn: HeartbeatCallback) -> None:
+        self.callbacks[fn] = False
+
+    def remove(self, fn: HeartbeatCallback) -> None:
+        self.callbacks.pop(fn, None)
+
+    async def run(self, tg: anyio.abc.TaskGroup) -> None:
+        be = self.backend
+        failing = False
+        while True:
+            await anyio.sleep(be.heartbeat_interval)
+            try:
+                with anyio.fail_after(max(be.heartbeat_interval, 0.5)):
+                    await be.redis.publish(be.names.node(be.node_id), HEARTBEAT)
+                    await self.refresh_epoch()
+                    if be.subscriber is not None and be.subscriber.up:
+                        await self.register()
+                failing = False
+                self.beats += 1
+            except Exception as exc:
+                if not failing:
+                    logger.warning("node %s heartbeat failed: %r", be.node_id, exc)
+                failing = True
+            for fn, running in list(self.callbacks.items()):
+                if not running:
+                    self.callbacks[fn] = True
+                    tg.start_soon(self._run_callback, fn)
+
+    async def _run_callback(self, fn: HeartbeatCallback) -> None:
+        try:
+            await fn()
+        except Exception:
+            logger.warning("heartbeat callback %r failed", fn, exc_info=True)
+        finally:
+            if fn in self.callbacks:
+                self.callbacks[fn] = False
+
+    def __repr__(self) -> str:
+        return f"NodeHeartbeat(callbacks={len(self.callbacks)}, beats={self.beats})"
+
+
+__all__ = ["HeartbeatCallback", "NodeHeartbeat"]

@@ -1,0 +1,101 @@
+"""Room streams on Redis: publishing with an offset, reading the history, and the positions.
+
+Every publication of a room goes through one Lua script that assigns the next
+offset, appends to the room's Redis Stream and publishes on the room's channel
+atomically (``redis_wire.PUBLISH_LUA``), so offsets follow the order in which
+Redis publishes; on a Redis Cluster the script's ``SPUBLISH`` stays on the
+room's shard.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ..frames import Position
+from .base import HistoryReply, Publication
+from .redis_wire import decode_read, encode_body, history_reply, volatile_message
+
+if TYPE_CHECKING:
+    from .redis import RedisBackend
+
+
+class RoomStreams:
+    """The stream side of a :class:`RedisBackend` (its commands, its scripts, its settings)."""
+
+    def __init__(self, backend: RedisBackend) -> None:
+        self.backend = backend
+
+    async def publish(self, pub: Publication) -> Publication:
+        be = self.backend
+        body = encode_body(pub)
+        meta, stream, channel = be.names.stream(pub.ns, pub.room)
+        if pub.volatile or be.history_size <= 0:
+            send = be.redis.spublish if be.cluster_mode else be.redis.publish
+            await be.command(send(channel, volatile_message(body)))
+            return pub
+        args = [channel, be.global_epoch, secrets.token_urlsafe(6), be.history_size,
+                max(1, int(be.history_ttl * 1000)), body, be.publish_command]
+        offset, epoch = await be.command(be.script("publish")(keys=[meta, stream], args=args))
+        return Publication(pub.ns, pub.room, pub.event, pub.data, pub.exclude, pub.rooms,
+                           epoch.decode(), int(offset), pub.ts, pub.volatile)
+
+    async def position(self, ns: str, room: str) -> Position | None:
+        be = self.backend
+        meta = be.names.stream(ns, room)[0]
+        epoch, offset = await be.command(be.redis.hmget(meta, ["e", "o"]))
+        if epoch is None:
+            return None
+        return Position(_text(epoch), int(offset or 0))
+
+    async def positions(self, rooms: Sequence[tuple[str, str]]) -> list[tuple[str, int]]:
+        """Each room stream's (epoch, offset); ``("<global epoch>.", 0)`` for a room without a stream."""
+        be = self.backend
+        pipe = be.redis.pipeline(transaction=False)
+        for ns, room in rooms:
+            pipe.hmget(be.names.stream(ns, room)[0], ["e", "o"])
+        out: list[tuple[str, int]] = []
+        for epoch, offset in await be.command(pipe.execute()):
+            out.append((be.global_epoch + ".", 0) if epoch is None else (epoch.decode(), int(offset or 0)))
+        return out
+
+    async def read(
+        self, ns: str, room: str, after: int, epoch: str, *, all_on_new_epoch: bool = True
+    ) -> tuple[str | None, int, list[Publication]]:
+        """Read a room's stream after ``after``: (its epoch or ``None`` without one, its last offset, entries)."""
+        be = self.backend
+        meta, stream, _ = be.names.stream(ns, room)
+        args = [after, max(be.history_size, 1), epoch, "1" if all_on_new_epoch else "0"]
+        res = await be.command(be.script("read")(keys=[meta, stream], args=args))
+        return decode_read(res, int(be.history_ttl * 1000))
+
+    async def skip_ahead(self, ns: str, room: str, epoch: str, offset: int) -> None:
+        """Move a stream's offset counter up to ``offset`` (after a failover lost the stream's tail)."""
+        be = self.backend
+        meta = be.names.stream(ns, room)[0]
+        await be.command(be.script("skip")(keys=[meta], args=[epoch, offset]))
+
+    async def since(self, ns: str, room: str, position: Position | None) -> HistoryReply:
+        be = self.backend
+        after, asked = (0, "") if position is None else (position.offset, position.epoch)
+        epoch, last, items = await self.read(ns, room, after, asked, all_on_new_epoch=position is None)
+        if epoch is None:
+            if position is None:
+                return HistoryReply(True, (), None)
+            # No stream: it expired while idle (nothing missed) only if it belonged
+            # to the current global epoch; otherwise Redis lost it.
+            current = await be.command(be.redis.get(be.names.epoch))
+            same = current is not None and position.epoch.startswith(_text(current) + ".")
+            return HistoryReply(same, (), None)
+        return history_reply(position, epoch, last, items)
+
+    def __repr__(self) -> str:
+        return f"RoomStreams(prefix={self.backend.prefix!r})"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+__all__ = ["RoomStreams"]

@@ -1,0 +1,104 @@
+"""uvicorn's websockets-sansio WebSocket protocol with pre-framed writes.
+
+:class:`PreframedProtocol` is uvicorn's own ``WebSocketsSansIOProtocol`` plus the
+:data:`~starlette_realtime.fastpath.EXTENSION` ASGI extension: a frame the
+application built once (:func:`~starlette_realtime.fastpath.ws_frame`) goes
+straight to the transport, without the ASGI ``send`` coroutine, websockets'
+frame serialisation, ``data_to_send()`` and a join per socket.  Everything
+else (handshake, reading, pings, closing) is uvicorn's.
+
+Use it with ``uvicorn app:app --ws starlette_realtime.fastpath.uvicorn:PreframedProtocol``
+or ``uvicorn.Config(app, ws=PreframedProtocol)``; ``starlette_realtime.server.run``
+does by default when the installed uvicorn is one this module is tested with
+(:data:`TESTED_UVICORN`).  It subclasses uvicorn internals, hence the pin.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+from uvicorn.protocols.utils import ClientDisconnected
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import State
+
+from . import EXTENSION
+
+__all__ = ["TESTED_UVICORN", "PreframedProtocol", "protocol_class"]
+
+logger = logging.getLogger(__name__)
+
+#: The uvicorn releases (major.minor) whose websockets-sansio protocol this class is tested against.
+TESTED_UVICORN = ("0.52", "0.53", "0.54")
+
+_OPEN = State.OPEN
+
+
+class PreframedProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's websockets-sansio protocol, offering pre-framed writes in the scope.
+
+    The extension is left out when the handshake negotiated permessage-deflate
+    (the frames of that socket are compressed, so shared bytes would not match).
+    """
+
+    async def run_asgi(self) -> None:
+        # The scope was built by handle_connect; the app has not seen it yet.
+        if not self.conn.extensions:
+            extensions = self.scope.get("extensions")
+            if extensions is None:
+                extensions = self.scope["extensions"] = {}
+            extensions[EXTENSION] = {"write": self.write_frame, "send": self.send_frame}
+        await super().run_asgi()
+
+    def write_frame(self, frame: bytes) -> bool:
+        """Write one complete frame now; ``False`` (nothing written) while writing is paused.
+
+        Raises:
+            ClientDisconnected: the peer is gone or closing (as the ASGI ``send``).
+            RuntimeError: the WebSocket was not accepted, or ``websocket.close`` was sent.
+        """
+        if not self.writable.is_set():
+            return False
+        self._check_open()
+        self.transport.write(frame)
+        return True
+
+    async def send_frame(self, frame: bytes) -> None:
+        """Wait while writing is paused, then write one complete frame (the ASGI ``send`` path).
+
+        Raises:
+            ClientDisconnected: the peer is gone or closing.
+            RuntimeError: the WebSocket was not accepted, or ``websocket.close`` was sent.
+        """
+        await self.writable.wait()
+        self._check_open()
+        self.transport.write(frame)
+
+    def _check_open(self) -> None:
+        # The checks of uvicorn's send() for a websocket.send message, in its order.
+        if self.disconnected:
+            raise ClientDisconnected()
+        if not self.handshake_complete or self.initial_response is not None:
+            raise RuntimeError("Expected ASGI message 'websocket.accept' before a pre-framed write.")
+        if self.close_sent:
+            raise RuntimeError("Unexpected ASGI message 'websocket.send', after sending 'websocket.close'.")
+        if self.conn.state is not _OPEN:
+            # websockets raises InvalidState here, which uvicorn's send() turns into this.
+            raise ClientDisconnected()
+
+
+def protocol_class() -> type[PreframedProtocol] | None:
+    """Return :class:`PreframedProtocol` when the installed uvicorn is a tested release, else ``None``.
+
+    Returns:
+        The class, or ``None`` (then serve with uvicorn's own protocol: the library sends ASGI messages).
+    """
+    version = ".".join(uvicorn.__version__.split(".")[:2])
+    if version in TESTED_UVICORN:
+        return PreframedProtocol
+    logger.warning(
+        "uvicorn %s is not one the pre-framed fast path is tested with (%s): using plain ASGI sends",
+        uvicorn.__version__,
+        ", ".join(TESTED_UVICORN),
+    )
+    return None

@@ -1,0 +1,70 @@
+"""The app the Socket.IO interop tests serve: our endpoints, reached by Socket.IO clients and our own alike."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.applications import Starlette
+
+from starlette_realtime import Connection, HandlerError, RealtimeEndpoint, RealtimeRouter, Rejected, on_event
+from starlette_realtime.socketio import Args
+
+
+class Main(RealtimeEndpoint):
+    namespace = "/"
+
+    async def on_connect(self, conn: Connection) -> None:
+        await conn.emit("auth", conn.auth if conn.auth is not None else {})
+
+    @on_event("echo")
+    async def echo(self, conn: Connection, data: Any) -> Any:
+        return data
+
+    @on_event("sum")
+    async def sum(self, conn: Connection, a: int, b: int) -> Args:
+        return Args(a + b, a * b)
+
+    @on_event("refuse")
+    async def refuse(self, conn: Connection) -> None:
+        raise HandlerError("nope", "refused on purpose")
+
+    @on_event("upload")
+    async def upload(self, conn: Connection, name: str, data: bytes) -> Args:
+        return Args(name, len(data), data[::-1])
+
+    @on_event("ask", concurrent=True)
+    async def ask(self, conn: Connection, text: str) -> Any:
+        return await conn.call("question", Args(text, 2), timeout=5)
+
+    @on_event("join")
+    async def join(self, conn: Connection, room: str) -> list[str]:
+        await conn.join(room)
+        return sorted(conn.rooms)
+
+    @on_event("say")
+    async def say(self, conn: Connection, room: str, text: str) -> None:
+        sender = conn.auth.get("user") if isinstance(conn.auth, dict) else None
+        await self.to(room).emit("said", {"text": text, "from": sender})
+
+    @on_event("kick")
+    async def kick(self, conn: Connection) -> None:
+        await conn.disconnect()
+
+
+class Admin(RealtimeEndpoint):
+    namespace = "/admin"
+
+    async def on_connect(self, conn: Connection) -> None:
+        if not isinstance(conn.auth, dict) or conn.auth.get("token") != "admin":
+            raise Rejected("FORBIDDEN_NS", "admin only")
+
+    @on_event("whoami")
+    async def whoami(self, conn: Connection) -> str:
+        return "admin"
+
+
+def make_app(**options: Any) -> tuple[Starlette, RealtimeRouter]:
+    realtime = RealtimeRouter([Main, Admin], socketio=True, **options)
+    app = Starlette(lifespan=realtime.lifespan)
+    app.mount("/", realtime)
+    return app, realtime

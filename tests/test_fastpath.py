@@ -1,0 +1,411 @@
+"""The pre-framed fast path: frames, the uvicorn protocol over a real socket, plain ASGI servers without it."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+from conftest import free_port, serve, wait_until
+from starlette.testclient import TestClient
+from websockets.frames import Frame, Opcode
+
+from starlette_realtime import server as rt_server
+from starlette_realtime.fastpath import EXTENSION, Preframed, preframed, ws_frame
+from starlette_realtime.fastpath.uvicorn import PreframedProtocol, protocol_class
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+SIZES = [0, 1, 125, 126, 127, 1000, 65535, 65536, 70_000]
+
+
+def payload(size: int) -> bytes:
+    return (b"0123456789abcdefghijklmnopqrstuvwxyz" * (size // 36 + 1))[:size]
+
+
+# The frame helper against websockets' own serializer --------------------------------------
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("binary", [False, True])
+def test_ws_frame_matches_websockets_serializer(size: int, binary: bool) -> None:
+    data = payload(size)
+    expected = Frame(Opcode.BINARY if binary else Opcode.TEXT, data).serialize(mask=False)
+    assert ws_frame(data, binary=binary) == expected
+
+
+def test_preframed_lookup() -> None:
+    assert preframed({"type": "websocket"}) is None
+    assert preframed({"extensions": None}) is None
+    assert preframed({"extensions": {"websocket.http.response": {}}}) is None
+    assert preframed({"extensions": {EXTENSION: {"write": None, "send": None}}}) is None
+
+    async def send(frame: bytes) -> None:
+        pass
+
+    found = preframed({"extensions": {EXTENSION: {"write": bool, "send": send}}})
+    assert found == Preframed(bool, send)
+
+
+# A raw ASGI app that sends what a raw-socket client asks for, by either path ---------------
+
+
+class Probe:
+    """What the app saw, shared with the test thread."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.events: list[tuple[str, Any]] = []
+        self.offered: list[bool] = []
+        self.release = threading.Event()
+
+    def note(self, name: str, value: Any = None) -> None:
+        with self.lock:
+            self.events.append((name, value))
+
+    def seen(self, name: str) -> Any:
+        with self.lock:
+            for key, value in self.events:
+                if key == name:
+                    return value
+        raise KeyError(name)
+
+    def has(self, name: str) -> bool:
+        with self.lock:
+            return any(key == name for key, _ in self.events)
+
+
+def make_app(probe: Probe) -> Any:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        assert scope["type"] == "websocket"
+        await receive()
+        fast = preframed(scope)
+        probe.offered.append(fast is not None)
+        await send({"type": "websocket.accept"})
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                if fast is not None:
+                    try:
+                        fast.write(ws_frame(b"late", binary=False))
+                    except Exception as exc:
+                        probe.note("write-after-disconnect", type(exc))
+                    else:
+                        probe.note("write-after-disconnect", None)
+                return
+            cmd = json.loads(message["text"])
+            op = cmd["op"]
+            data = payload(cmd.get("size", 0))
+            binary = cmd.get("binary", False)
+            if op == "asgi":
+                await send({"type": "websocket.send", "bytes": data} if binary else
+                           {"type": "websocket.send", "text": data.decode()})
+            elif op == "fast":
+                assert fast is not None
+                assert fast.write(ws_frame(data, binary=binary))
+            elif op == "flood":
+                assert fast is not None
+                frame = ws_frame(data, binary=binary)
+                written = 0
+                while fast.write(frame):
+                    written += 1
+                    if written > 10_000:
+                        raise AssertionError("write never reported flow control")
+                probe.note("paused", written)
+                await fast.send(frame)
+                probe.note("sent")
+            elif op == "close-then-write":
+                assert fast is not None
+                await send({"type": "websocket.close", "code": 1000})
+                for name, attempt in (("write", fast.write), ("send", fast.send)):
+                    try:
+                        result = attempt(b"\x81\x00")
+                        if asyncio.iscoroutine(result):
+                            await result
+                    except Exception as exc:
+                        probe.note(f"{name}-after-close", type(exc))
+                return
+
+    return app
+
+
+class RawClient:
+    """A blocking WebSocket client on a plain socket that returns the server's frames byte for byte."""
+
+    def __init__(self, port: int, *, rcvbuf: int | None = None, deflate: bool = False) -> None:
+        self.sock = socket.socket()
+        if rcvbuf is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(10)
+        self.sock.connect(("127.0.0.1", port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        extra = "Sec-WebSocket-Extensions: permessage-deflate\r\n" if deflate else ""
+        self.sock.sendall(
+            (f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n").encode()
+        )
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), head
+        self.response_headers = head.decode("latin-1").lower()
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(1 << 20)
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        self.buf += chunk
+
+    def _take(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            self._fill()
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def command(self, **cmd: Any) -> None:
+        self.sock.sendall(Frame(Opcode.TEXT, json.dumps(cmd).encode()).serialize(mask=True))
+
+    def read_frame(self) -> bytes:
+        """One whole frame as it came off the wire (header and payload)."""
+        head = self._take(2)
+        n = head[1] & 0x7F
+        assert not head[1] & 0x80, "server frames are never masked"
+        ext = b""
+        if n == 126:
+            ext = self._take(2)
+            n = int.from_bytes(ext, "big")
+        elif n == 127:
+            ext = self._take(8)
+            n = int.from_bytes(ext, "big")
+        return head + ext + self._take(n)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@contextlib.contextmanager
+def fast_server(probe: Probe, **options: Any) -> Iterator[Any]:
+    with serve(make_app(probe), ws=PreframedProtocol, **options) as srv:
+        yield srv
+
+
+# Byte-identical frames on the wire ---------------------------------------------------------
+
+
+def test_fast_and_asgi_paths_put_identical_bytes_on_the_wire() -> None:
+    probe = Probe()
+    with fast_server(probe) as srv:
+        client = RawClient(srv.port)
+        try:
+            for binary in (False, True):
+                for size in SIZES:
+                    client.command(op="asgi", size=size, binary=binary)
+                    via_asgi = client.read_frame()
+                    client.command(op="fast", size=size, binary=binary)
+                    via_fast = client.read_frame()
+                    assert via_fast == via_asgi, (binary, size)
+                    assert via_fast == ws_frame(payload(size), binary=binary)
+        finally:
+            client.close()
+    assert probe.offered == [True]
+
+
+# Flow control and the close state ------------------------------------------------------------
+
+
+def _transports(srv: Any) -> list[Any]:
+    return [c.transport for c in srv.server.server_state.connections if isinstance(c, PreframedProtocol)]
+
+
+def test_writes_wait_while_the_transport_is_paused() -> None:
+    probe = Probe()
+    size = 256 * 1024
+    with fast_server(probe) as srv:
+        client = RawClient(srv.port, rcvbuf=64 * 1024)
+        try:
+            client.command(op="flood", size=size, binary=True)
+            # The client reads nothing: the transport pauses and write() says so, writing nothing more.
+            wait_until(lambda: probe.has("paused"), message="write() to report a paused transport")
+            written = probe.seen("paused")
+            (transport,) = _transports(srv)
+            _, high = transport.get_write_buffer_limits()
+            # Bounded: at most the high-water mark plus the frame that crossed it.
+            assert transport.get_write_buffer_size() <= high + size + 16
+            # send() waits exactly as the ASGI send does while the peer does not read.
+            time.sleep(0.3)
+            assert not probe.has("sent")
+            assert transport.get_write_buffer_size() <= high + size + 16
+            frames = [client.read_frame() for _ in range(written + 1)]
+            wait_until(lambda: probe.has("sent"), message="send() to finish once the peer reads")
+            assert all(f == ws_frame(payload(size), binary=True) for f in frames)
+        finally:
+            client.close()
+
+
+def test_after_close_pre_framed_writes_fail_as_asgi_sends_do() -> None:
+    probe = Probe()
+    with fast_server(probe) as srv:
+        client = RawClient(srv.port)
+        try:
+            client.command(op="close-then-write")
+            close = client.read_frame()
+            assert close[0] == 0x88  # FIN + close
+            wait_until(lambda: probe.has("send-after-close"), message="the app to try both writes")
+            assert probe.seen("write-after-close") is RuntimeError
+            assert probe.seen("send-after-close") is RuntimeError
+        finally:
+            client.close()
+
+
+def test_after_the_peer_is_gone_pre_framed_writes_fail() -> None:
+    probe = Probe()
+    with fast_server(probe) as srv:
+        client = RawClient(srv.port)
+        client.command(op="fast", size=10)
+        client.read_frame()
+        client.close()
+        wait_until(lambda: probe.has("write-after-disconnect"), message="the app to see the disconnect")
+    exc = probe.seen("write-after-disconnect")
+    assert exc is not None and issubclass(exc, OSError)  # uvicorn's ClientDisconnected, as from its send()
+
+
+def test_not_offered_when_the_socket_is_compressed() -> None:
+    probe = Probe()
+    with fast_server(probe, ws_per_message_deflate=True) as srv:
+        compressed = RawClient(srv.port, deflate=True)
+        assert "permessage-deflate" in compressed.response_headers
+        plain = RawClient(srv.port)
+        try:
+            wait_until(lambda: len(probe.offered) == 2, message="both sockets to reach the app")
+        finally:
+            compressed.close()
+            plain.close()
+    assert sorted(probe.offered) == [False, True]
+
+
+# Servers without the extension keep working ------------------------------------------------
+
+
+def test_uvicorns_own_protocol_does_not_offer_it() -> None:
+    probe = Probe()
+    with serve(make_app(probe)) as srv:
+        client = RawClient(srv.port)
+        try:
+            client.command(op="asgi", size=5)
+            assert client.read_frame() == ws_frame(payload(5), binary=False)
+        finally:
+            client.close()
+    assert probe.offered == [False]
+
+
+def test_testclient_does_not_offer_it() -> None:
+    probe = Probe()
+    with TestClient(make_app(probe)) as tc, tc.websocket_connect("/") as ws:
+        ws.send_text(json.dumps({"op": "asgi", "size": 7}))
+        assert ws.receive_text() == payload(7).decode()
+    assert probe.offered == [False]
+
+
+def _hypercorn() -> Any:
+    try:
+        import hypercorn.asyncio
+        import hypercorn.config
+    except ImportError:
+        message = "hypercorn is missing: pip install -e '.[test]'"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return hypercorn
+
+
+def test_hypercorn_does_not_offer_it() -> None:
+    hypercorn = _hypercorn()
+    probe = Probe()
+    port = free_port()
+    config = hypercorn.config.Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("test.hypercorn")
+    stop: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+
+    def run() -> None:
+        async def main() -> None:
+            stopped = asyncio.Event()
+            stop.append((asyncio.get_running_loop(), stopped))
+            await hypercorn.asyncio.serve(make_app(probe), config, shutdown_trigger=stopped.wait)
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client = RawClient(port)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        try:
+            for binary in (False, True):
+                client.command(op="asgi", size=70_000, binary=binary)
+                assert client.read_frame() == ws_frame(payload(70_000), binary=binary)
+        finally:
+            client.close()
+    finally:
+        wait_until(lambda: bool(stop), message="hypercorn to start")
+        loop, stopped = stop[0]
+        loop.call_soon_threadsafe(stopped.set)
+        thread.join(10)
+    assert probe.offered == [False]
+
+
+# server.run's default ------------------------------------------------------------------------
+
+
+def test_run_uses_the_protocol_on_a_tested_uvicorn(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert rt_server.default_ws() is PreframedProtocol
+    captured: dict[str, Any] = {}
+
+    class FakeServer:
+        def __init__(self, config: uvicorn.Config, routers: Any) -> None:
+            captured["ws"] = config.ws
+
+        def run(self) -> None:
+            pass
+
+    monkeypatch.setattr(rt_server, "Server", FakeServer)
+    rt_server.run(object(), routers=[])
+    assert captured["ws"] is PreframedProtocol
+    rt_server.run(object(), routers=[], ws="wsproto")
+    assert captured["ws"] == "wsproto"
+
+
+def test_untested_uvicorn_falls_back_to_plain_asgi(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(uvicorn, "__version__", "0.99.0")
+    with caplog.at_level(logging.WARNING, "starlette_realtime.fastpath.uvicorn"):
+        assert protocol_class() is None
+        assert rt_server.default_ws() is None
+    assert "not one the pre-framed fast path is tested with" in caplog.text
