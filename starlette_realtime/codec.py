@@ -10,24 +10,29 @@ and the handler later decodes the payload with its own cached typed decoder
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
 from .exceptions import ProtocolError
-from .frames import ClientFrame, Frame
+from .frames import ClientFrame, Event, Frame
 from .limits import MAX_NESTING, nesting_exceeds
 from .validation import enc_hook
+
+if TYPE_CHECKING:  # the client imports this module and must not load the backends
+    from .backends.base import Publication
 
 JSON_SUBPROTOCOL: Final = "rt.v1.json"
 MSGPACK_SUBPROTOCOL: Final = "rt.v1.msgpack"
 
 
 class Codec:
-    """One wire encoding: msgspec's JSON or MessagePack module, with every encoder and decoder built once.
+    """Protocol v1 in one encoding: msgspec's JSON or MessagePack module, every encoder and decoder built once.
+
+    A :class:`~starlette_realtime.wire.Wire`.
 
     Attributes:
-        subprotocol: the WebSocket subprotocol that selects this encoding.
+        subprotocol: the WebSocket subprotocol that selects this encoding (also its ``name``).
         binary: whether messages travel as binary (``True``) or text frames.
         null: the literal encoding of ``None``, used for empty payloads.
     """
@@ -57,6 +62,48 @@ class Codec:
         if value is None:
             return self.null
         return msgspec.Raw(self._encoder.encode(value))
+
+    @property
+    def name(self) -> str:
+        """The wire's name: its subprotocol."""
+        return self.subprotocol
+
+    def receive(self, text: str | None, data: bytes | None) -> ClientFrame:
+        """Decode one WebSocket message (``text`` for a text frame, ``data`` for binary).
+
+        Raises:
+            ProtocolError: a message of the wrong kind, or not a valid client frame.
+        """
+        if self.binary:
+            if data is None:
+                raise ProtocolError("text frame on a binary (MessagePack) connection")
+            return self.decode(data)
+        if text is None:
+            raise ProtocolError("binary frame on a text (JSON) connection")
+        return self.decode(text.encode())
+
+    def publication(self, pub: Publication, data: msgspec.Raw | None = None) -> tuple[dict[str, Any], int]:
+        """Encode a room publication as an EVENT frame, as a shareable ASGI message and its size."""
+        if data is None:
+            data = msgspec.Raw(pub.data) if not self.binary else self.from_json(msgspec.Raw(pub.data))
+        if pub.offset:
+            frame = Event(pub.ns, pub.event, data, None, pub.room, pub.epoch, pub.offset)
+        else:
+            frame = Event(pub.ns, pub.event, data, None, pub.room)
+        raw = self._encoder.encode(frame)
+        return self.message(raw), len(raw)
+
+    def to_json(self, raw: msgspec.Raw) -> msgspec.Raw:
+        """Convert a payload of this encoding to JSON."""
+        if not self.binary:
+            return raw
+        return msgspec.Raw(msgspec.json.encode(msgspec.msgpack.decode(raw)))
+
+    def from_json(self, raw: msgspec.Raw) -> msgspec.Raw:
+        """Convert a JSON payload to this encoding."""
+        if not self.binary:
+            return raw
+        return msgspec.Raw(msgspec.msgpack.encode(msgspec.json.decode(raw)))
 
     def decode(self, data: bytes) -> ClientFrame:
         """Decode a client message into a frame.

@@ -8,29 +8,67 @@ acknowledgement.
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import enum
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
-
-import anyio
+from typing import Any, Protocol
 
 from .backends.base import Publication
-from .codec import Codec
-from .emitter import BroadcastOperator, check_event
-from .exceptions import AckError, CallTimeout, ConnectionClosed, InvalidRoom
+from .emitter import BroadcastOperator, Publisher, check_event
+from .exceptions import ConnectionClosed, Forbidden, InvalidRoom
 from .frames import Position
-from .protocol import DedupWindow
+from .outbox import Outbox
 from .rooms import room_error, sid_room
-from .transport import Outbox
+from .wire import Wire
 
-if TYPE_CHECKING:
-    from .endpoint import RealtimeEndpoint
-    from .link import Link
 
-#: The link whose reader is running a handler right now (to catch self-deadlocks).
-inline_handler: contextvars.ContextVar[Link | None] = contextvars.ContextVar("inline_handler", default=None)
+class Socket(Protocol):
+    """What a connection needs of its WebSocket (a :class:`~starlette_realtime.link.Link`)."""
+
+    id: str
+    scope: dict[str, Any]
+    codec: Wire
+    outbox: Outbox
+
+    async def call(self, ns: str, event: str, data: Any, *, timeout: float) -> Any:
+        """Send an event to the client and return its acknowledgement."""
+        ...
+
+    async def close_namespace(self, ns: str, reason: str, *, notify: bool) -> None:
+        """Close one namespace connection on this socket."""
+        ...
+
+    def spawn(self, fn: Any, *args: Any) -> None:
+        """Run a coroutine function in the socket's task group."""
+        ...
+
+    def abort(self, code: int, reason: str) -> None:
+        """Close the socket from anywhere, without awaiting."""
+        ...
+
+
+class Hooks(Protocol):
+    """The endpoint hooks a connection calls (a :class:`~starlette_realtime.RealtimeEndpoint`)."""
+
+    @property
+    def namespace(self) -> str: ...
+
+    async def authorize_join(self, conn: Connection, room: str) -> bool: ...
+
+    async def on_join(self, conn: Connection, room: str) -> None: ...
+
+    async def on_leave(self, conn: Connection, room: str) -> None: ...
+
+
+class Rooms(Protocol):
+    """Room membership on this node (a :class:`~starlette_realtime.membership.Membership`)."""
+
+    async def join(self, conn: Connection, room: str) -> None:
+        """Add ``conn`` to ``room`` (limits, subscription, ``on_join``)."""
+        ...
+
+    async def leave(self, conn: Connection, room: str) -> None:
+        """Remove ``conn`` from ``room`` (subscription, ``on_leave``)."""
+        ...
 
 
 class ConnectionState(str, enum.Enum):
@@ -61,11 +99,12 @@ class Connection:
 
     __slots__ = (
         "__weakref__",
+        "_publisher",
+        "_rooms",
         "auth",
         "buffer",
         "codec",
         "data",
-        "dedup",
         "endpoint",
         "expires_at",
         "joined",
@@ -80,12 +119,16 @@ class Connection:
         "user",
     )
 
-    def __init__(self, sid: str, namespace: str, link: Link, endpoint: RealtimeEndpoint) -> None:
+    def __init__(
+        self, sid: str, namespace: str, link: Socket, endpoint: Hooks, rooms: Rooms, publisher: Publisher
+    ) -> None:
         self.sid = sid
         self.namespace = namespace
         self.link = link
         self.endpoint = endpoint
-        self.codec: Codec = link.codec
+        self._rooms = rooms
+        self._publisher = publisher
+        self.codec: Wire = link.codec
         self.outbox: Outbox = link.outbox
         self.scope = link.scope
         self.user: Any = None
@@ -100,7 +143,6 @@ class Connection:
         self.joined: dict[str, Position | None] = {}
         #: While connecting or recovering, live publications wait here.
         self.buffer: list[Publication] | None = None
-        self.dedup = DedupWindow()
         self.expires_at: float | None = None
 
     # Rooms -----------------------------------------------------------------
@@ -120,14 +162,15 @@ class Connection:
         if room in self.rooms:
             return
         self._check_open()
-        await self.endpoint._authorize(self, room)
-        await self.link.router._join(self, room)
+        if not await self.endpoint.authorize_join(self, room):
+            raise Forbidden(f"not allowed to join {room!r}")
+        await self._rooms.join(self, room)
 
     async def leave(self, room: str) -> None:
         """Leave a room (nothing happens when not in it)."""
         if room not in self.rooms:
             return
-        await self.link.router._leave(self, room)
+        await self._rooms.leave(self, room)
 
     async def leave_all(self) -> None:
         """Leave every application room."""
@@ -138,14 +181,12 @@ class Connection:
 
     def to(self, *rooms: str | Iterable[str]) -> BroadcastOperator:
         """Target rooms, everyone in them but this connection."""
-        return BroadcastOperator(
-            self.link.router.publisher, namespace=self.namespace, exclude=self.sid
-        ).to(*rooms)
+        return BroadcastOperator(self._publisher, namespace=self.namespace, exclude=self.sid).to(*rooms)
 
     @property
     def broadcast(self) -> BroadcastOperator:
         """Target the whole namespace but this connection."""
-        return BroadcastOperator(self.link.router.publisher, namespace=self.namespace, exclude=self.sid)
+        return BroadcastOperator(self._publisher, namespace=self.namespace, exclude=self.sid)
 
     async def emit(self, event: str, data: Any = None, *, volatile: bool = False) -> None:
         """Send an event to this client (through its own stream, so it is recovered too).
@@ -155,7 +196,7 @@ class Connection:
         """
         self._check_open()
         check_event(event)
-        await self.link.router.publisher.publish(
+        await self._publisher.publish(
             self.namespace, (sid_room(self.sid),), event, data, volatile=volatile
         )
 
@@ -178,27 +219,7 @@ class Connection:
                 would wait for itself): mark that handler ``@on_event(..., concurrent=True)``.
         """
         self._check_open()
-        if inline_handler.get() is self.link:
-            raise RuntimeError(
-                "conn.call() from an in-order handler of the same WebSocket would deadlock; "
-                "use @on_event(..., concurrent=True)"
-            )
-        proto = self.link.protocol
-        ack_id = proto.next_call_id()
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.link.calls[ack_id] = (self.namespace, fut)
-        raw = proto.event(self.namespace, event, self.codec.encode_payload(data), ack_id)
-        self.outbox.push(self.codec.message(raw), len(raw))
-        try:
-            with anyio.fail_after(timeout):
-                result = await fut
-        except TimeoutError:
-            raise CallTimeout(f"no ack for {event!r} within {timeout} s") from None
-        finally:
-            self.link.calls.pop(ack_id, None)
-        if isinstance(result, AckError):
-            raise result
-        return result
+        return await self.link.call(self.namespace, event, data, timeout=timeout)
 
     async def disconnect(self, reason: str = "server disconnect") -> None:
         """Close this namespace connection (the WebSocket stays open for other namespaces)."""

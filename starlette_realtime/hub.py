@@ -10,24 +10,33 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
 
 from .backends.base import Publication
-from .codec import Codec
-from .frames import Event
 from .metrics import Metrics
+from .outbox import Outbox
 from .rooms import RoomTable
-
-if TYPE_CHECKING:
-    from .connection import Connection
+from .wire import Wire
 
 logger = logging.getLogger(__name__)
 
+
+class Receiver(Protocol):
+    """What the hub needs of a connection (a :class:`~starlette_realtime.connection.Connection`)."""
+
+    sid: str
+    rooms: set[str]
+    #: While connecting or recovering, live publications wait here instead of being sent.
+    buffer: list[Publication] | None
+    codec: Wire
+    outbox: Outbox
+
+
 #: An outgoing filter: given the receiving connection and the decoded payload,
 #: return the payload to send (possibly redacted) or ``None`` to drop the event.
-OutgoingFilter = Callable[["Connection", Any], Any]
+OutgoingFilter = Callable[[Any, Any], Any]
 
 
 class Hub:
@@ -40,7 +49,7 @@ class Hub:
     __slots__ = ("_filters", "_json_decoder", "_metrics", "_on_deliver", "deliveries", "publications", "rooms")
 
     def __init__(self, metrics: Metrics | None = None) -> None:
-        self.rooms: RoomTable[Connection] = RoomTable()
+        self.rooms: RoomTable[Receiver] = RoomTable()
         self._filters: dict[tuple[str, str], OutgoingFilter] = {}
         self.deliveries = 0
         self.publications = 0
@@ -68,12 +77,12 @@ class Hub:
             return
         exclude = pub.exclude
         others = pub.rooms[: pub.rooms.index(pub.room)] if pub.rooms else ()
-        cache: dict[Codec, tuple[dict[str, Any], int]] = {}
+        cache: dict[Wire, tuple[dict[str, Any], int]] = {}
         volatile = pub.volatile
         count = nbytes = 0
         # The hot loop: a few attribute checks and one push per receiver; the frame is
         # encoded once per encoding and the same ASGI message object is shared.
-        last: Codec | None = None
+        last: Wire | None = None
         msg: dict[str, Any] = {}
         size = run = 0
         for conn in members.values():
@@ -89,7 +98,7 @@ class Hub:
                 run = count
                 entry = cache.get(codec)
                 if entry is None:
-                    entry = cache[codec] = encode_publication(codec, pub)
+                    entry = cache[codec] = codec.publication(pub)
                 msg, size = entry
                 last = codec
             conn.outbox.push(msg, size, volatile)
@@ -101,7 +110,7 @@ class Hub:
         if self._on_deliver is not None:
             self._on_deliver(pub, count)
 
-    def _deliver_filtered(self, pub: Publication, members: Iterable[Connection], filt: OutgoingFilter) -> None:
+    def _deliver_filtered(self, pub: Publication, members: Iterable[Receiver], filt: OutgoingFilter) -> None:
         data = self._json_decoder.decode(pub.data)
         exclude = pub.exclude
         others = pub.rooms[: pub.rooms.index(pub.room)] if pub.rooms else ()
@@ -116,7 +125,7 @@ class Hub:
                 out = filt(conn, data)
                 if out is None:
                     continue
-                msg, size = encode_publication(conn.codec, pub, conn.codec.encode_payload(out))
+                msg, size = conn.codec.publication(pub, conn.codec.encode_payload(out))
             except Exception:
                 logger.exception("outgoing filter for %r failed; event dropped for %s", pub.event, conn.sid)
                 continue
@@ -128,7 +137,7 @@ class Hub:
         if self._on_deliver is not None:
             self._on_deliver(pub, count)
 
-    def replay(self, conn: Connection, pubs: Iterable[Publication]) -> int:
+    def replay(self, conn: Receiver, pubs: Iterable[Publication]) -> int:
         """Push publications to one connection (recovery), applying the same rules as live delivery."""
         count = 0
         for pub in pubs:
@@ -144,33 +153,16 @@ class Hub:
                     out = filt(conn, self._json_decoder.decode(pub.data))
                     if out is None:
                         continue
-                    msg, size = encode_publication(conn.codec, pub, conn.codec.encode_payload(out))
+                    msg, size = conn.codec.publication(pub, conn.codec.encode_payload(out))
                 except Exception:
                     # As in live delivery: a failing filter drops the event, never sends it unfiltered.
                     logger.exception("outgoing filter for %r failed; event dropped for %s", pub.event, conn.sid)
                     continue
             else:
-                msg, size = encode_publication(conn.codec, pub)
+                msg, size = conn.codec.publication(pub)
             conn.outbox.push(msg, size)
             count += 1
         return count
 
     def __repr__(self) -> str:
         return f"Hub(rooms={len(self.rooms)}, deliveries={self.deliveries})"
-
-
-def encode_publication(
-    codec: Codec, pub: Publication, data: msgspec.Raw | None = None
-) -> tuple[dict[str, Any], int]:
-    """Encode a publication as an EVENT frame for one encoding, as a shareable ASGI message."""
-    if data is None:
-        if codec.binary:
-            data = msgspec.Raw(msgspec.msgpack.encode(msgspec.json.decode(pub.data)))
-        else:
-            data = msgspec.Raw(pub.data)
-    if pub.offset:
-        frame = Event(pub.ns, pub.event, data, None, pub.room, pub.epoch, pub.offset)
-    else:
-        frame = Event(pub.ns, pub.event, data, None, pub.room)
-    raw = codec.encode(frame)
-    return codec.message(raw), len(raw)

@@ -1,45 +1,16 @@
-"""Per-connection limits: a token bucket for events, and the counts a router enforces."""
+"""The limits a router enforces, and the payload checks made before decoding.
+
+Limits only give verdicts: the session core (:mod:`starlette_realtime.core`)
+charges the token buckets and decides to close a socket.
+"""
 
 from __future__ import annotations
 
 import re
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import msgspec
-
-if TYPE_CHECKING:
-    from .connection import Connection
-    from .dispatch import Handler
-    from .link import Link
-
-
-class TokenBucket:
-    """A token bucket: ``rate`` tokens per second, at most ``burst`` saved up.
-
-    Pure: the caller passes the time in.
-    """
-
-    __slots__ = ("burst", "rate", "stamp", "tokens")
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = burst
-        self.stamp = now
-
-    def take(self, now: float) -> bool:
-        """Take one token; ``False`` when the bucket is empty."""
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
-
-    def __repr__(self) -> str:
-        return f"TokenBucket(rate={self.rate}, burst={self.burst}, tokens={self.tokens:.1f})"
 
 
 class Limits(msgspec.Struct, kw_only=True):
@@ -72,42 +43,6 @@ class Limits(msgspec.Struct, kw_only=True):
     max_payload_bytes: int | None = None
     max_depth: int | None = 64
     clock: Callable[[], float] = time.monotonic
-
-    def rate_check(self, conn: Connection, handler: Handler) -> str | None:
-        """Charge one event to the connection's buckets; a message when it is over the limit."""
-        if handler.rate is not None:
-            return self.charge(conn.link, handler.name, handler.rate, handler.burst)
-        return self.charge(conn.link, "", None, None)
-
-    def charge(self, link: Link, key: str, rate: float | None, burst: int | None) -> str | None:
-        """Charge one frame to bucket ``key`` of a WebSocket.
-
-        Args:
-            link: the WebSocket the frame came on.
-            key: the bucket (``""`` is the WebSocket's shared one).
-            rate: events per second, or ``None`` for the router's ``rate``.
-            burst: the bucket size, or ``None`` for the router's ``burst``.
-
-        Returns:
-            ``None`` when the event may go on, else why it may not.  The WebSocket is
-            closed with 4006 after ``abuse_threshold`` refusals in a row.
-        """
-        if rate is None:
-            rate = self.rate
-            if rate is None:
-                return None
-        buckets = link.buckets
-        now = self.clock()
-        bucket = buckets.get(key)
-        if bucket is None:
-            bucket = buckets[key] = TokenBucket(rate, burst if burst is not None else self.burst, now)
-        if bucket.take(now):
-            link.limited = 0
-            return None
-        link.limited += 1
-        if link.limited >= self.abuse_threshold:
-            link.abort_rate_limited()
-        return f"over {rate:g} events/s"
 
     def payload_error(self, data: bytes | msgspec.Raw, *, binary: bool) -> str | None:
         """Check an event payload against ``max_payload_bytes`` and ``max_depth`` before it is decoded.

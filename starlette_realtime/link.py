@@ -1,84 +1,127 @@
-"""One accepted WebSocket: the reader, the namespaces on it, and their clean-up.
+"""One socket's I/O shell: it reads messages, asks the session core what to do, and does it.
 
-Data flows one way: ASGI ``receive`` -> :class:`ServerProtocol` (frames) ->
-endpoint dispatch (handlers) -> rooms/backend -> hub -> outboxes.  The link
-runs the reader in its own task and the outbox writer beside it in one task
-group, so they live and die together; whatever ends the WebSocket, every
-namespace on it is closed and every trace of it removed.
+Data flows one way: ASGI ``receive`` -> the wire (message -> frame) -> the
+session core (:class:`~starlette_realtime.core.SessionCore`: what to do) -> the
+node (open a namespace, run a handler) -> rooms/backend -> hub -> outboxes.
+The way back up is a callback: the node is handed in as a :class:`LinkNode`.
+
+The link runs the reader and the outbox writer in one task group, so they live
+and die together; whatever ends the socket, every namespace on it is closed
+and every trace of it removed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
-import msgspec
+import anyio.abc
 
 from . import status
-from .codec import Codec
+from .config import RealtimeConfig
 from .connection import Connection, ConnectionState
-from .exceptions import AckError, ProtocolError, Rejected
-from .frames import Ack, Connect, Disconnect, Event, Pong
-from .limits import TokenBucket
-from .protocol import ServerProtocol
-from .transport import Outbox, Overflow
-
-if TYPE_CHECKING:
-    from .routing import RealtimeRouter
+from .core import Close, CloseNamespace, DedupWindow, Dispatch, Open, Refuse, Resolve, Send, SessionCore
+from .exceptions import AckError, CallTimeout, ProtocolError, Rejected
+from .frames import PROTOCOL_VERSION, Ack, Connect, ConnectError, Disconnect, Event, Frame, Hello
+from .identity import user_key
+from .metrics import Metrics
+from .outbox import Outbox, Overflow
+from .wire import Wire
 
 logger = logging.getLogger(__name__)
 
 #: Frames a link handles in a row before it lets other tasks run.
 _FAIR_SHARE = 16
 
+#: The link whose reader is running a handler right now (to catch self-deadlocks).
+inline_handler: contextvars.ContextVar[Link | None] = contextvars.ContextVar("inline_handler", default=None)
+
+#: Close codes the server decides, with the reason reported to metrics.
+_CLOSE_METRIC = {
+    status.WS_4005_HEARTBEAT_TIMEOUT: "heartbeat_timeout",
+    status.WS_4006_RATE_LIMITED: "rate_limited",
+    status.WS_4007_CONNECT_TIMEOUT: "connect_timeout",
+}
+
+
+class LinkNode(Protocol):
+    """What a link needs of its node (the router's :class:`~starlette_realtime.lifecycle.Lifecycle`)."""
+
+    config: RealtimeConfig
+    metrics: Metrics
+    node_id: str
+    clock: Callable[[], float]
+
+    async def open(self, link: Link, frame: Connect) -> tuple[Connection, DedupWindow | None]:
+        """Open a namespace connection; raise ``Rejected`` to refuse it."""
+        ...
+
+    async def dispatch(self, link: Link, conn: Connection, action: Dispatch) -> None:
+        """Run an event's handler; its answer goes to :meth:`Link.answer`."""
+        ...
+
+    async def close(
+        self, link: Link, conn: Connection, reason: str, *, was_open: bool, keep_session: bool,
+        window: DedupWindow | None,
+    ) -> None:
+        """Run ``on_disconnect``, leave every room, and save the session when asked."""
+        ...
+
 
 class Link:
-    """The server side of one WebSocket, carrying connections to one or more namespaces."""
+    """The server side of one socket, carrying connections to one or more namespaces.
+
+    Args:
+        node: the node's services (a callback interface).
+        scope: the ASGI scope of the handshake.
+        receive: ASGI-websocket-shaped ``receive`` (a non-WebSocket transport may adapt itself).
+        send: ASGI-websocket-shaped ``send``.
+        wire: the wire protocol and encoding of this socket.
+        core: the session core of this socket.
+    """
 
     def __init__(
         self,
-        router: RealtimeRouter,
+        node: LinkNode,
         scope: dict[str, Any],
         receive: Callable[[], Awaitable[dict[str, Any]]],
         send: Callable[[dict[str, Any]], Awaitable[None]],
-        codec: Codec,
+        wire: Wire,
+        core: SessionCore,
     ) -> None:
-        self.router = router
+        self.node = node
         self.scope = scope
         self._receive = receive
-        self._send = send
-        self.codec = codec
-        cfg = router.config
-        self.protocol = ServerProtocol(codec, max_message_size=cfg.max_message_size)
+        self.codec = wire
+        self.core = core
+        cfg = node.config
         self.outbox = Outbox(
             send,
             max_messages=cfg.max_queue_messages,
             max_bytes=cfg.max_queue_bytes,
             overflow=Overflow(cfg.overflow),
             on_overflow=self._overflowed,
-            on_drop=router.metrics.dropped,
+            on_drop=node.metrics.dropped,
         )
         self.connections: dict[str, Connection] = {}
         self.calls: dict[int, tuple[str, asyncio.Future[Any]]] = {}
-        self.buckets: dict[str, TokenBucket] = {}
-        self.limited = 0
-        #: Handlers running now (graceful shutdown waits for them).
+        #: Handlers running now (shutdown and a dropped socket wait for them).
         self.busy = 0
-        now = router.clock()
-        self.last_received = now
-        self.last_ping = now
-        self.ping_sent: float | None = None
-        #: Why the server is closing this WebSocket: (close code, reason), or None.
+        #: Why the server is closing this socket: (close code, reason), or None.
         self.close_with: tuple[int, str] | None = None
         self.remote_code: int | None = None
         #: The earliest credential expiry of its connections (seconds since the epoch), or
-        #: None; the router's heartbeat loop checks it, so no timer runs per connection.
+        #: None; the node's heartbeat loop checks it, so no timer runs per connection.
         self.expires_at: float | None = None
         self._tg: anyio.abc.TaskGroup | None = None
+        self._reader: anyio.CancelScope | None = None
+        self._inline = False
+        self._idle: anyio.Event | None = None
         #: Set by a loop callback: whether the event loop ran since the reader last checked (see _read).
         self._loop_ran = False
         self.id = secrets.token_urlsafe(6)
@@ -86,18 +129,25 @@ class Link:
     # Running ---------------------------------------------------------------
 
     async def run(self) -> None:
-        """Serve the WebSocket until either side closes it."""
-        cfg = self.router.config
-        hello = self.protocol.hello(
-            node=self.router.node_id, ping_interval=cfg.ping_interval, ping_timeout=cfg.ping_timeout
+        """Serve the socket until either side closes it."""
+        cfg = self.node.config
+        self.send_frame(
+            Hello(PROTOCOL_VERSION, self.node.node_id, cfg.ping_interval, cfg.ping_timeout, cfg.max_message_size)
         )
-        self.outbox.push(self.codec.message(hello), len(hello))
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 self.outbox.attach(tg.start_soon)
                 try:
-                    await self._read()
+                    with anyio.CancelScope() as self._reader:
+                        await self._read()
+                    close = self.close_with
+                    if self.busy and (close is None or close[0] == status.WS_4008_SUPERSEDED):
+                        # The client went away while handlers ran: let them finish, so that
+                        # their answers are kept for the resend after its reconnect.
+                        self._idle = anyio.Event()
+                        with anyio.move_on_after(cfg.handler_grace):
+                            await self._idle.wait()
                 finally:
                     tg.cancel_scope.cancel()
         finally:
@@ -108,9 +158,11 @@ class Link:
 
     async def _read(self) -> None:
         receive = self._receive
-        protocol = self.protocol
-        clock = self.router.clock
-        metrics = self.router.metrics
+        core = self.core
+        wire = self.codec
+        clock = self.node.clock
+        metrics = self.node.metrics
+        max_size = self.node.config.max_message_size
         # uvicorn queues every frame of a TCP read at once, and receive() does not suspend
         # while its queue has some: yield now and then, so that a flooding client cannot
         # hold the event loop for a whole read's worth of frames (flood isolation).
@@ -132,34 +184,65 @@ class Link:
                 loop.call_soon(self._note_loop_ran)
             kind = message["type"]
             if kind == "websocket.receive":
-                self.last_received = clock()
                 text = message.get("text")
-                data = message.get("bytes")
-                metrics.message_in(len(text) if text is not None else len(data or b""))
+                if text is not None:
+                    size = len(text)
+                    if size * 4 > max_size:  # a character is at most 4 bytes: measure only near the limit
+                        size = len(text.encode())
+                    data = None
+                else:
+                    data = message.get("bytes") or b""
+                    size = len(data)
+                metrics.message_in(size)
+                now = clock()
+                if core.message_in(size, now, max_size) is not None:
+                    self.close_with = (status.WS_1009_MESSAGE_TOO_BIG, "message too big")
+                    self._log_close("message too big")
+                    return
                 try:
-                    frame = protocol.receive(text, data)
+                    frame = wire.receive(text, data)
                 except ProtocolError as exc:
-                    self._protocol_error(exc)
+                    self._undecodable(exc)
                     return
                 except UnicodeDecodeError:  # msgspec's answer to a MessagePack str that is not UTF-8
-                    self._protocol_error(ProtocolError("undecodable frame: a string is not valid UTF-8"))
+                    self._undecodable(ProtocolError("undecodable frame: a string is not valid UTF-8"))
                     return
-                if type(frame) is Event:
-                    # The common case inline (one coroutine less per event): an open namespace.
-                    conn = self.connections.get(frame.ns)
-                    if conn is not None and conn.state is ConnectionState.OPEN:
-                        await conn.endpoint._dispatch(conn, frame)
+                action = core.frame_in(frame, now)
+                if action is None:
+                    continue
+                kind_ = type(action)
+                if kind_ is Dispatch:
+                    conn = self.connections[action.frame.ns]  # type: ignore[attr-defined]
+                    self._inline = True
+                    self.busy += 1
+                    token = inline_handler.set(self)
+                    try:
+                        await self.node.dispatch(self, conn, action)  # type: ignore[arg-type]
+                    finally:
+                        inline_handler.reset(token)
+                        self.busy -= 1
+                        self._inline = False
+                elif kind_ is Refuse:
+                    metrics.event_rejected(action.ns, action.event, action.code)  # type: ignore[attr-defined]
+                    if action.reply is not None:  # type: ignore[attr-defined]
+                        self.send_frame(action.reply)  # type: ignore[attr-defined]
+                elif kind_ is Send:
+                    out = action.frame  # type: ignore[attr-defined]
+                    if type(out) is ConnectError:
+                        self.connect_error(out.ns, out.code, out.message, retryable=out.retryable)
                     else:
-                        await self._on_event(frame)
-                elif type(frame) is Ack:
-                    self._on_ack(frame)
-                elif type(frame) is Connect:
-                    await self._open(frame)
-                elif type(frame) is Disconnect:
-                    if frame.ns in self.connections:
-                        await self.close_namespace(frame.ns, "client disconnect", notify=False)
-                elif type(frame) is Pong:
-                    pass
+                        self.send_frame(out)
+                elif kind_ is Open:
+                    await self._open(action.frame)  # type: ignore[attr-defined]
+                elif kind_ is Resolve:
+                    self._resolve(action.frame)  # type: ignore[attr-defined]
+                elif kind_ is CloseNamespace:
+                    await self.close_namespace(action.ns, action.reason, notify=False)  # type: ignore[attr-defined]
+                elif kind_ is Close:
+                    self._close(action)  # type: ignore[arg-type]
+                    return
+                if self.close_with is not None:  # superseded, or closed from elsewhere
+                    return
             elif kind == "websocket.disconnect":
                 self.remote_code = message.get("code")
                 return
@@ -167,112 +250,96 @@ class Link:
     def _note_loop_ran(self) -> None:
         self._loop_ran = True
 
-    def _protocol_error(self, exc: ProtocolError) -> None:
-        if exc.close_code == status.WS_1009_MESSAGE_TOO_BIG:
-            code, reason = status.WS_1009_MESSAGE_TOO_BIG, "message too big"
-        else:
-            err = self.protocol.error(exc.code, str(exc))
-            self.outbox.push(self.codec.message(err), len(err))
-            code, reason = exc.close_code or status.WS_4501_PROTOCOL_ERROR, "protocol error"
-        self.close_with = (code, reason)
+    def _undecodable(self, exc: ProtocolError) -> None:
+        close_code = exc.close_code or status.WS_4501_PROTOCOL_ERROR
+        send, close = self.core.undecodable(exc.code, str(exc), close_code)
+        self.send_frame(send.frame)
+        self.close_with = (close.code, close.reason)
+        self._log_close(str(exc))
+
+    def _log_close(self, detail: str) -> None:
+        code, reason = self.close_with or (0, "")
         logger.info(
-            "protocol error, closing with %s (link=%s): %s", code, self.id, exc,
+            "protocol error, closing with %s (link=%s): %s", code, self.id, detail,
             extra=log_fields(self, reason=reason, close_code=code),
         )
 
-    async def _on_event(self, frame: Event) -> None:
-        conn = self.connections.get(frame.ns)
-        if conn is None or conn.state is not ConnectionState.OPEN:
-            if self.router.limits.charge(self, "", None, None) is not None:
-                return
-            if frame.id is not None:
-                raw = self.protocol.ack_error(frame.ns, frame.id, status.NOT_CONNECTED, "namespace not connected")
-            else:
-                raw = self.protocol.error(status.NOT_CONNECTED, "namespace not connected", frame.ns)
-            self.outbox.push(self.codec.message(raw), len(raw))
-            return
-        await conn.endpoint._dispatch(conn, frame)
+    # Sending ----------------------------------------------------------------
 
-    def _on_ack(self, frame: Ack) -> None:
+    def send_frame(self, frame: Frame) -> None:
+        """Encode a frame with this socket's wire and push it (never awaits)."""
+        raw = self.codec.encode(frame)
+        self.outbox.push(self.codec.message(raw), len(raw))
+
+    def answer(self, ns: str, reply: Ack) -> None:
+        """A handler answered: the core keeps the answer for resends, and it is sent."""
+        send = self.core.answered(ns, reply)
+        if send is not None:
+            self.send_frame(send.frame)
+
+    async def call(self, ns: str, event: str, data: Any, *, timeout: float) -> Any:
+        """Send an event to the client on ``ns`` and return its acknowledgement.
+
+        Raises:
+            CallTimeout: no ack in time.
+            AckError: the client answered with an error, or the connection closed.
+            RuntimeError: called from an in-order handler of this same socket.
+        """
+        if inline_handler.get() is self:
+            raise RuntimeError(
+                "conn.call() from an in-order handler of the same WebSocket would deadlock; "
+                "use @on_event(..., concurrent=True)"
+            )
+        ack_id = self.core.call(ns)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.calls[ack_id] = (ns, fut)
+        self.send_frame(Event(ns, event, self.codec.encode_payload(data), ack_id))
+        try:
+            with anyio.fail_after(timeout):
+                result = await fut
+        except TimeoutError:
+            raise CallTimeout(f"no ack for {event!r} within {timeout} s") from None
+        finally:
+            self.calls.pop(ack_id, None)
+            self.core.call_done(ack_id)
+        if isinstance(result, AckError):
+            raise result
+        return result
+
+    def _resolve(self, frame: Ack) -> None:
         entry = self.calls.pop(frame.id, None)
-        if entry is None or entry[0] != frame.ns:
-            raw = self.protocol.error(status.BAD_FRAME, f"unexpected ack id {frame.id}", frame.ns)
-            self.outbox.push(self.codec.message(raw), len(raw))
+        if entry is None or entry[1].done():
             return
         fut = entry[1]
-        if fut.done():
-            return
         if frame.error is not None:
             fut.set_result(AckError(frame.error.code, frame.error.message))
             return
         try:
-            decode = msgspec.msgpack.decode if self.codec.binary else msgspec.json.decode
-            fut.set_result(decode(frame.data))
-        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+            fut.set_result(self.codec.payload_decoder(Any)(frame.data))
+        except Exception:  # undecodable, too deep, not UTF-8
             fut.set_result(AckError(status.INVALID_PAYLOAD, "undecodable ack payload"))
 
     # Namespaces ------------------------------------------------------------
 
     async def _open(self, frame: Connect) -> None:
-        router = self.router
         ns = frame.ns
-        limited = router.limits.charge(self, "", None, None)
-        if limited is not None:
-            self._connect_error(ns, status.RATE_LIMITED, limited, retryable=True)
-            return
-        endpoint = router.endpoints.get(ns)
-        if endpoint is None:
-            self._connect_error(ns, status.UNKNOWN_NAMESPACE, f"no namespace {ns!r}")
-            return
-        if ns in self.connections:
-            self._connect_error(ns, status.ALREADY_CONNECTED, f"{ns!r} is already connected")
-            return
-        if len(self.connections) >= router.limits.max_namespaces:
-            self._connect_error(ns, status.TOO_MANY_NAMESPACES, "too many namespaces on one connection")
-            return
-        conn = Connection(secrets.token_urlsafe(12), ns, self, endpoint)
-        self.connections[ns] = conn
         try:
-            try:
-                conn.auth = (
-                    None
-                    if bytes(frame.auth) in (b"null", b"\xc0")
-                    else self.codec.payload_decoder(Any)(frame.auth)
-                )
-            except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
-                raise Rejected(status.REJECTED, "undecodable auth payload") from None
-            conn.user = await endpoint.authenticate(conn)
-            self.track_expiry(conn)
-            router.check_user_limit(conn)
-            await endpoint.on_connect(conn)
-            await router._establish(conn, frame)
+            conn, window = await self.node.open(self, frame)
         except Rejected as exc:
-            self.connections.pop(ns, None)
-            await router._forget(conn)
-            conn.state = ConnectionState.CLOSED
-            logger.info(
-                "connection refused with %s (link=%s sid=%s namespace=%s)", exc.code, self.id, conn.sid, ns,
-                extra=log_fields(self, conn, reason=exc.code),
-            )
-            self._connect_error(ns, exc.code, exc.message, retryable=exc.retryable)
+            self.core.refused(ns, self.node.clock())
+            self.connect_error(ns, exc.code, exc.message, retryable=exc.retryable)
             return
         except BaseException:
-            self.connections.pop(ns, None)
-            with anyio.CancelScope(shield=True):
-                await router._forget(conn)
-            conn.state = ConnectionState.CLOSED
+            self.core.refused(ns, self.node.clock())
             raise
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug(
-                "connection opened (link=%s sid=%s namespace=%s recovered=%s)", self.id, conn.sid, ns, conn.recovered,
-                extra=log_fields(self, conn),
-            )
+        self.connections[ns] = conn
+        self.core.opened(ns, window)
 
-    def _connect_error(self, ns: str, code: str, message: str, *, retryable: bool = False) -> None:
+    def connect_error(self, ns: str, code: str, message: str, *, retryable: bool = False) -> None:
+        """Refuse a namespace with a CONNECT_ERROR frame."""
         # A namespace nobody serves was named by the client: keep it out of metric labels.
-        self.router.metrics.connection_refused(ns if ns in self.router.endpoints else "", code)
-        raw = self.protocol.connect_error(ns, code, message, retryable=retryable)
-        self.outbox.push(self.codec.message(raw), len(raw))
+        self.node.metrics.connection_refused(ns if ns in self.core.rules else "", code)
+        self.send_frame(ConnectError(ns, code, message, retryable))
 
     async def close_namespace(self, ns: str, reason: str, *, notify: bool, keep_session: bool = False) -> None:
         """Close one namespace connection: hooks, rooms, pending calls, session."""
@@ -282,28 +349,23 @@ class Link:
         was_open = conn.state is ConnectionState.OPEN
         conn.state = ConnectionState.CLOSING
         if notify:
-            raw = self.protocol.disconnect(ns, reason)
-            self.outbox.push(self.codec.message(raw), len(raw))
+            self.send_frame(Disconnect(ns, reason))
         try:
             for ack_id, (call_ns, fut) in list(self.calls.items()):
                 if call_ns == ns:
                     self.calls.pop(ack_id, None)
                     if not fut.done():
                         fut.set_result(AckError(status.NOT_CONNECTED, "connection closed"))
-            if was_open:
-                try:
-                    await conn.endpoint.on_disconnect(conn, reason)
-                except Exception:
-                    logger.exception(
-                        "on_disconnect failed (link=%s sid=%s namespace=%s)", self.id, conn.sid, ns,
-                        extra=log_fields(self, conn, reason=reason),
-                    )
+            await self.node.close(
+                self, conn, reason, was_open=was_open, keep_session=keep_session and was_open,
+                window=self.core.windows.get(ns),
+            )
         finally:
             self.connections.pop(ns, None)
-            await self.router._forget(conn, keep_session=keep_session and was_open)
+            self.core.closed(ns, self.node.clock())
             conn.state = ConnectionState.CLOSED
             code = self.close_with[0] if self.close_with else self.remote_code
-            self.router.metrics.connection_closed(ns, reason, code)
+            self.node.metrics.connection_closed(ns, reason, code)
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug(
                     "connection closed: %s (link=%s sid=%s namespace=%s code=%s)", reason, self.id, conn.sid, ns, code,
@@ -333,17 +395,53 @@ class Link:
 
     # Control from outside the reader ----------------------------------------
 
+    def tick(self, now: float, wall: float) -> None:
+        """The node's heartbeat: credential expiry, then the core's ping or close."""
+        if self.expires_at is not None and wall >= self.expires_at:
+            self.check_expiry(wall)
+        action = self.core.tick(now)
+        if action is None:
+            return
+        if type(action) is Send:
+            self.outbox_ping(action)
+        elif type(action) is Close:
+            self._close(action)
+
+    def outbox_ping(self, action: Send) -> None:
+        raw = self.codec.encode(action.frame)
+        self.outbox.push(self.codec.message(raw), len(raw), volatile=False)
+
+    def _close(self, action: Close) -> None:
+        metric = _CLOSE_METRIC.get(action.code)
+        if metric is not None:
+            self.node.metrics.closed_by_server(metric)
+        log = logger.warning if action.code == status.WS_4006_RATE_LIMITED else logger.info
+        log(
+            "%s, closing with %s (link=%s)", action.reason, action.code, self.id,
+            extra=log_fields(self, reason=action.reason, close_code=action.code),
+        )
+        self.abort(action.code, action.reason)
+
     def abort(self, code: int, reason: str) -> None:
-        """Close the WebSocket from anywhere, without awaiting: the link's task cleans up."""
+        """Close the socket from anywhere, without awaiting: the link's task cleans up."""
         if self.close_with is None:
             self.close_with = (code, reason)
         self.outbox.closed = True
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
 
+    def supersede(self) -> None:
+        """The client resumed this socket's session on another socket: close this one, keeping
+        the answers of the handlers that are running (they finish first)."""
+        if self.close_with is None:
+            self.close_with = (status.WS_4008_SUPERSEDED, "superseded")
+        self.outbox.closed = True
+        if not self._inline and self._reader is not None:
+            self._reader.cancel()
+
     def _overflowed(self) -> None:
-        self.router.metrics.closed_by_server("slow_consumer")
-        self.router.metrics.dropped("overflow")
+        self.node.metrics.closed_by_server("slow_consumer")
+        self.node.metrics.dropped("overflow")
         logger.warning(
             "slow consumer, closing with 4004 (link=%s): outbox full", self.id,
             extra=log_fields(self, reason="slow consumer", close_code=status.WS_4004_SLOW_CONSUMER),
@@ -368,7 +466,7 @@ class Link:
             if expires_at is None:
                 continue
             if expires_at <= now:
-                self.router.metrics.closed_by_server("token_expired")
+                self.node.metrics.closed_by_server("token_expired")
                 logger.info(
                     "credential expired, closing with 4003 (link=%s sid=%s namespace=%s)",
                     self.id, conn.sid, conn.namespace,
@@ -380,27 +478,28 @@ class Link:
                 earliest = expires_at
         self.expires_at = earliest
 
-    def abort_rate_limited(self) -> None:
-        if self.close_with is not None:  # already closing: frames read before still come through
-            return
-        self.router.metrics.closed_by_server("rate_limited")
-        logger.warning(
-            "rate limited, closing with 4006 (link=%s): sustained flooding", self.id,
-            extra=log_fields(self, reason="rate limited", close_code=status.WS_4006_RATE_LIMITED),
-        )
-        self.abort(status.WS_4006_RATE_LIMITED, "rate limited")
-
     def spawn(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
-        """Run a concurrent handler in the link's task group (it dies with the link)."""
+        """Run a task in the link's task group (it dies with the link)."""
         if self._tg is not None:
             self._tg.start_soon(fn, *args)
 
-    def reply_error(self, conn: Connection, ack_id: int, code: str, message: str) -> None:
-        raw = self.protocol.ack_error(conn.namespace, ack_id, code, message)
-        conn.outbox.push(conn.codec.message(raw), len(raw))
+    def spawn_handler(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+        """Run a concurrent handler in the link's task group, counted as running."""
+        if self._tg is not None:
+            self.busy += 1
+            self._tg.start_soon(self._counted, fn, args)
+
+    async def _counted(self, fn: Callable[..., Coroutine[Any, Any, Any]], args: tuple[Any, ...]) -> None:
+        inline_handler.set(None)  # the task copied the reader's context: it is not in order
+        try:
+            await fn(*args)
+        finally:
+            self.busy -= 1
+            if not self.busy and self._idle is not None:
+                self._idle.set()
 
     def __repr__(self) -> str:
-        return f"Link(id={self.id!r}, namespaces={sorted(self.connections)!r}, codec={self.codec!r})"
+        return f"Link(id={self.id!r}, namespaces={sorted(self.connections)!r}, wire={self.codec.name!r})"
 
 
 def log_fields(
@@ -422,8 +521,6 @@ def log_fields(
     Returns:
         The fields, for ``logger.info(..., extra=log_fields(...))``.
     """
-    from .routing import user_key  # routing imports this module
-
     return {
         "link_id": link.id if link is not None else None,
         "sid": conn.sid if conn is not None else None,

@@ -1,8 +1,11 @@
-"""``RealtimeRouter``: the ASGI app users mount, and the node it runs.
+"""``RealtimeRouter``: the ASGI app users mount, and the lifetime of the node it runs.
 
-It negotiates the encoding, owns the node's hub, backend, heartbeat scheduler
-and links, opens namespace connections (with recovery), and closes everything
-on shutdown in batches.
+It routes: a WebSocket handshake (origin, subprotocol, capacity) to a
+:class:`~starlette_realtime.link.Link`, HTTP requests to the static files, and
+lifespan events to start-up and shutdown.  Everything else is composed here
+from small modules: the session core (per socket), the hub (fan-out),
+membership, recovery and sessions, the heartbeat scheduler, the origin policy
+and the cluster control responder.  docs/architecture.md draws the layers.
 """
 
 from __future__ import annotations
@@ -14,48 +17,36 @@ import secrets
 import time
 import types
 from collections.abc import AsyncIterator, Iterable, Sequence
-from importlib import resources
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
-import msgspec
 
 from . import status
-from .backends import Backend, History, SessionStore, backend_from_url
+from .backends import Backend, backend_from_url
 from .cluster import Cluster, ControlReply, ControlRequest
 from .codec import Codec, codecs
-from .connection import Connection, ConnectionState
+from .config import RealtimeConfig
+from .connection import Connection
+from .control import ControlResponder
+from .core import EventRules, SessionCore
 from .emitter import BroadcastOperator, Publisher
 from .endpoint import RealtimeEndpoint
-from .exceptions import Rejected
-from .frames import Connect
+from .heartbeat import HeartbeatScheduler
 from .hub import Hub
+from .identity import user_key
+from .lifecycle import Lifecycle
 from .limits import Limits
 from .link import Link, log_fields
+from .membership import Membership
 from .metrics import Metrics, ReportsReconnects
-from .protocol import HeartbeatAction, heartbeat_action
-from .recovery import establish
+from .origin import OriginPolicy, same_origin
+from .recovery import Recovery
 from .rooms import room_error
-from .session import STATE_ENCODER, SessionSigner, SessionState, session_key
+from .session import Sessions, SessionSigner
+from .static import deny, serve_http
+from .wire import Wire
 
 logger = logging.getLogger(__name__)
-
-
-class RealtimeConfig(msgspec.Struct, kw_only=True):
-    """Settings of a router (all keyword arguments of :class:`RealtimeRouter`)."""
-
-    ping_interval: float = 25.0
-    ping_timeout: float = 20.0
-    max_message_size: int = 1 << 20
-    max_queue_messages: int = 1000
-    max_queue_bytes: int = 1 << 20
-    overflow: str = "disconnect"
-    recovery_window: float = 120.0
-    shutdown_batch: int = 500
-    shutdown_interval: float = 0.1
-    shutdown_timeout: float = 10.0
-    control_timeout: float = 2.0
 
 
 class RealtimeRouter:
@@ -81,7 +72,7 @@ class RealtimeRouter:
         limits: per-connection and per-process limits.
         metrics: where counts go (a :class:`Metrics`; the default counts nothing).
         node_id: this node's name (random by default).
-        **options: any field of :class:`RealtimeConfig`.
+        **options: any field of :class:`RealtimeConfig` (e.g. ``connect_timeout=10.0``).
     """
 
     def __init__(
@@ -103,7 +94,6 @@ class RealtimeRouter:
             instance = ep() if isinstance(ep, type) else ep
             if instance.namespace in self.endpoints:
                 raise ValueError(f"two endpoints for namespace {instance.namespace!r}")
-            instance._router = self
             self.endpoints[instance.namespace] = instance
         self.backend: Backend = backend_from_url(backend) if isinstance(backend, str) else backend
         if secret_key is None:
@@ -114,10 +104,10 @@ class RealtimeRouter:
             keys = list(secret_key)
         # No age limit on the string: the window counts from the drop (the saved state's TTL).
         self.signer = SessionSigner(keys)
-        self.allowed_origins = None if allowed_origins is None else frozenset(allowed_origins)
-        self.allow_missing_origin = allow_missing_origin
-        self._ambient_credentials = any(
-            getattr(ep.auth, "ambient_credentials", False) for ep in self.endpoints.values()
+        self.origins = OriginPolicy(
+            allowed_origins,
+            allow_missing=allow_missing_origin,
+            ambient=any(getattr(ep.auth, "ambient_credentials", False) for ep in self.endpoints.values()),
         )
         self.limits = limits or Limits()
         self.metrics = metrics or Metrics()
@@ -130,20 +120,68 @@ class RealtimeRouter:
             for event, fn in instance.filters.items():
                 self.hub.set_filter(instance.namespace, event, types.MethodType(fn, instance))
         self.publisher = Publisher(self.backend)
+        for instance in self.endpoints.values():
+            instance.attach(self, self.publisher)
         self.links: set[Link] = set()
-        self.users: dict[str, int] = {}
-        self.clock = time.monotonic
+        # The monotonic clock of the node: heartbeats, token buckets, deadlines.  A Limits
+        # with a clock of its own (a test's manual clock) sets it for all of them.
+        self.clock = self.limits.clock
         #: Seconds since the epoch, the clock of credential expiry (``Identity.expires_at``).
         self.wall_clock = time.time
+        #: The events of each namespace with their rate limits: one table for every session core.
+        self.rules: EventRules = {
+            ns: {name: (h.rate, h.burst) if h.rate is not None else None for name, h in ep.handlers.items()}
+            for ns, ep in self.endpoints.items()
+        }
+        self.membership = Membership(self.hub, self.backend, self.limits)
+        self.sessions = Sessions(self.backend, window=self.config.recovery_window, grace=self.config.handler_grace)
+        self.recovery = Recovery(self.backend, self.sessions, self.signer, self.membership, self.hub, self.metrics)
+        self.lifecycle = Lifecycle(
+            config=self.config, metrics=self.metrics, node_id=self.node_id, clock=self._now,
+            endpoints=self.endpoints, membership=self.membership, recovery=self.recovery,
+            sessions=self.sessions, publisher=self.publisher,
+        )
+        self.control = ControlResponder(self.node_id, self.hub, self.links)
         self._started = False
         self._accepting = True
         self._start_lock: asyncio.Lock | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._lazy_task: asyncio.Task[None] | None = None
         if isinstance(self.backend, Cluster):
-            self.backend.on_control(self.handle_control)
+            self.backend.on_control(self.control)
         if isinstance(self.backend, ReportsReconnects):
             self.backend.on_reconnect(self.metrics.backend_reconnected)
+
+    def _now(self) -> float:
+        # Through the attribute, so that tests may swap ``router.clock``.
+        return self.clock()
+
+    @property
+    def users(self) -> dict[str, int]:
+        """Open namespace connections per user key on this node."""
+        return self.membership.users
+
+    def _scheduler(self) -> HeartbeatScheduler:
+        cfg = self.config
+        return HeartbeatScheduler(
+            self.links, clock=self._now, wall_clock=lambda: self.wall_clock(), interval=cfg.ping_interval,
+            timeout=cfg.ping_timeout, connect_timeout=cfg.connect_timeout, on_tick=self.metrics.tick,
+        )
+
+    def mount(self, app: Any, path: str = "/realtime") -> None:
+        """Serve this router at ``path`` of a Starlette app, with and without a trailing slash.
+
+        ``app.mount(path, router)`` alone serves ``path/`` and below; a WebSocket to ``path``
+        itself (``ws://host/realtime``, as docs/protocol.md writes it) would get a 403 from
+        Starlette's router.  This adds both routes.
+
+        Args:
+            app: a Starlette (or FastAPI) application or router.
+            path: the mount path, without a trailing slash.
+        """
+        path = path.rstrip("/")
+        app.add_websocket_route(path, self)
+        app.mount(path, self)
 
     # Lifecycle -------------------------------------------------------------
 
@@ -156,7 +194,7 @@ class RealtimeRouter:
             stack.push_async_callback(self.backend.stop)
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
-            tg.start_soon(self._heartbeats)
+            tg.start_soon(self._scheduler().run)
         except BaseException:
             await stack.aclose()
             raise
@@ -188,7 +226,7 @@ class RealtimeRouter:
             if self._started:
                 return
             await self.backend.start(self.hub.deliver)
-            self._lazy_task = asyncio.get_running_loop().create_task(self._heartbeats())
+            self._lazy_task = asyncio.get_running_loop().create_task(self._scheduler().run())
             self._lazy_task.add_done_callback(_log_crash)
             self._started = True
             logger.info("realtime node %s started on first connection (no lifespan)", self.node_id)
@@ -218,39 +256,6 @@ class RealtimeRouter:
             self._lazy_task.cancel()
             self._lazy_task = None
 
-    async def _heartbeats(self) -> None:
-        cfg = self.config
-        tick = max(0.05, min(1.0, cfg.ping_interval / 4, cfg.ping_timeout / 4))
-        while True:
-            await anyio.sleep(tick)
-            self.metrics.tick()
-            now = self.clock()
-            wall = self.wall_clock()
-            for link in list(self.links):
-                # Credential expiry rides on this loop: no timer per connection.
-                if link.expires_at is not None and wall >= link.expires_at:
-                    link.check_expiry(wall)
-                action = heartbeat_action(
-                    now,
-                    last_received=link.last_received,
-                    ping_sent=link.ping_sent,
-                    last_ping=link.last_ping,
-                    interval=cfg.ping_interval,
-                    timeout=cfg.ping_timeout,
-                )
-                if action is HeartbeatAction.PING:
-                    link.last_ping = now
-                    link.ping_sent = now
-                    ping = link.protocol.ping()
-                    link.outbox.push(link.codec.message(ping), len(ping), volatile=False)
-                elif action is HeartbeatAction.TIMEOUT:
-                    self.metrics.closed_by_server("heartbeat_timeout")
-                    logger.info(
-                        "heartbeat timeout, closing with 4005 (link=%s)", link.id,
-                        extra=log_fields(link, reason="heartbeat timeout", close_code=status.WS_4005_HEARTBEAT_TIMEOUT),
-                    )
-                    link.abort(status.WS_4005_HEARTBEAT_TIMEOUT, "heartbeat timeout")
-
     # ASGI --------------------------------------------------------------------
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -258,14 +263,14 @@ class RealtimeRouter:
         if kind == "websocket":
             await self._websocket(scope, receive, send)
         elif kind == "http":
-            await self._http(scope, receive, send)
+            await serve_http(scope, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
     async def _websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if not self._started:
             await self._lazy_start()
-        if not self._origin_allowed(scope):
+        if not self.origins.allows(scope):
             logger.info(
                 "handshake refused, closing with 1008: foreign origin",
                 extra=log_fields(None, reason="foreign origin", close_code=status.WS_1008_POLICY_VIOLATION),
@@ -274,17 +279,30 @@ class RealtimeRouter:
             return
         codec = next((self.codecs[p] for p in scope.get("subprotocols", ()) if p in self.codecs), None)
         if codec is None:
-            await _deny(scope, send, 400, "unsupported subprotocol: offer rt.v1.json or rt.v1.msgpack")
+            await deny(scope, send, 400, "unsupported subprotocol: offer rt.v1.json or rt.v1.msgpack")
             return
         if not self._accepting:
-            await _deny(scope, send, 503, "server shutting down")
+            await deny(scope, send, 503, "server shutting down")
             return
         await send({"type": "websocket.accept", "subprotocol": codec.subprotocol})
         max_conn = self.limits.max_connections
         if max_conn is not None and len(self.links) >= max_conn:
             await send({"type": "websocket.close", "code": status.WS_1013_TRY_AGAIN_LATER, "reason": "server full"})
             return
-        link = Link(self, scope, receive, send, codec)
+        await self.serve(scope, receive, send, codec)
+
+    async def serve(self, scope: dict[str, Any], receive: Any, send: Any, wire: Wire) -> None:
+        """Serve an accepted socket until it closes: register a :class:`Link` for it and run it.
+
+        A second wire (or a transport that is not a WebSocket) calls this with its own
+        :class:`~starlette_realtime.wire.Wire` and ASGI-websocket-shaped ``receive``/``send``.
+        """
+        cfg = self.config
+        core = SessionCore(
+            self.rules, self.limits, now=self.clock(), ping_interval=cfg.ping_interval,
+            ping_timeout=cfg.ping_timeout, connect_timeout=cfg.connect_timeout, binary=wire.binary, null=wire.null,
+        )
+        link = Link(self.lifecycle, scope, receive, send, wire, core)
         self.links.add(link)
         try:
             await link.run()
@@ -301,37 +319,6 @@ class RealtimeRouter:
                     with contextlib.suppress(Exception):
                         await send({"type": "websocket.close", "code": code, "reason": reason})
 
-    def _origin_allowed(self, scope: dict[str, Any]) -> bool:
-        allowed = self.allowed_origins
-        if allowed is None:
-            # Cross-site hijacking needs credentials the browser adds by itself (cookies).
-            if not (self._ambient_credentials or "session" in scope or "user" in scope):
-                return True
-        elif "*" in allowed:
-            return True
-        origin = host = None
-        for name, value in scope.get("headers", ()):
-            if name == b"origin":
-                origin = value.decode("latin-1")
-            elif name == b"host":
-                host = value.decode("latin-1")
-        if origin is None:
-            return self.allow_missing_origin
-        if allowed is not None:
-            return origin in allowed
-        return same_origin(origin, host)
-
-    async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        path = scope.get("path", "")
-        for name, ctype in (("client.js", b"text/javascript"), ("client.d.ts", b"application/typescript")):
-            if path.endswith("/" + name):
-                body = resources.files("starlette_realtime").joinpath("static", name).read_bytes()
-                headers = [(b"content-type", ctype + b"; charset=utf-8"), (b"cache-control", b"no-cache")]
-                await _respond(send, 200, body, headers)
-                return
-        await _respond(send, 426, b"this endpoint speaks WebSocket (subprotocol rt.v1.json or rt.v1.msgpack)\n",
-                       [(b"content-type", b"text/plain; charset=utf-8"), (b"upgrade", b"websocket")])
-
     async def _lifespan(self, receive: Any, send: Any) -> None:
         message = await receive()
         try:
@@ -344,90 +331,6 @@ class RealtimeRouter:
         assert message["type"] == "lifespan.shutdown"
         await self.__aexit__(None, None, None)
         await send({"type": "lifespan.shutdown.complete"})
-
-    # Connections and rooms (used by Link and Connection) ---------------------
-
-    async def _establish(self, conn: Connection, frame: Connect) -> None:
-        await establish(self, conn, frame)
-
-    async def _add_stream(self, conn: Connection, stream: str) -> None:
-        if self.hub.rooms.add((conn.namespace, stream), conn.sid, conn):
-            await self.backend.subscribe(conn.namespace, stream)
-        if isinstance(self.backend, History):
-            conn.joined[stream] = await self.backend.position(conn.namespace, stream)
-        else:
-            conn.joined[stream] = None
-
-    async def _remove_stream(self, conn: Connection, stream: str) -> None:
-        conn.joined.pop(stream, None)
-        if self.hub.rooms.discard((conn.namespace, stream), conn.sid):
-            await self.backend.unsubscribe(conn.namespace, stream)
-
-    async def _join(self, conn: Connection, room: str) -> None:
-        from .exceptions import LimitExceeded
-
-        if len(conn.rooms) >= self.limits.max_rooms:
-            raise LimitExceeded(f"at most {self.limits.max_rooms} rooms per connection")
-        conn.rooms.add(room)
-        await self._add_stream(conn, room)
-        await conn.endpoint.on_join(conn, room)
-
-    async def _leave(self, conn: Connection, room: str) -> None:
-        conn.rooms.discard(room)
-        await self._remove_stream(conn, room)
-        await conn.endpoint.on_leave(conn, room)
-
-    async def _forget(self, conn: Connection, *, keep_session: bool = False) -> None:
-        """Remove every trace of a connection; keep its session for recovery if asked."""
-        joined = dict(conn.joined)
-        rooms = list(conn.rooms) if conn.state is not ConnectionState.CONNECTING else []
-        for stream in list(conn.joined):
-            try:
-                await self._remove_stream(conn, stream)
-            except Exception:
-                logger.exception(
-                    "unsubscribe from %r failed (sid=%s namespace=%s)", stream, conn.sid, conn.namespace,
-                    extra=log_fields(None, conn),
-                )
-        conn.rooms.clear()
-        for room in rooms:
-            try:
-                await conn.endpoint.on_leave(conn, room)
-            except Exception:
-                logger.exception(
-                    "on_leave failed (sid=%s namespace=%s room=%r)", conn.sid, conn.namespace, room,
-                    extra=log_fields(None, conn),
-                )
-        conn.buffer = None
-        key = user_key(conn.user)
-        if key is not None and conn.state is not ConnectionState.CONNECTING:
-            left = self.users.get(key, 0) - 1
-            if left > 0:
-                self.users[key] = left
-            else:
-                self.users.pop(key, None)
-        if keep_session and isinstance(self.backend, SessionStore):
-            state = SessionState(key, joined, conn.dedup.last_id)
-            try:
-                await self.backend.save_session(
-                    session_key(conn.namespace, conn.sid), STATE_ENCODER.encode(state), self.config.recovery_window
-                )
-            except Exception:
-                logger.warning(
-                    "could not save the session for recovery (sid=%s namespace=%s)", conn.sid, conn.namespace,
-                    exc_info=True, extra=log_fields(None, conn),
-                )
-
-    def check_user_limit(self, conn: Connection) -> None:
-        limit = self.limits.max_connections_per_user
-        key = user_key(conn.user)
-        if limit is not None and key is not None and self.users.get(key, 0) >= limit:
-            raise Rejected("TOO_MANY_CONNECTIONS", f"at most {limit} connections per user", retryable=True)
-
-    def _count_user(self, conn: Connection) -> None:
-        key = user_key(conn.user)
-        if key is not None:
-            self.users[key] = self.users.get(key, 0) + 1
 
     # Emitting and cluster-wide operations ----------------------------------------
 
@@ -446,7 +349,7 @@ class RealtimeRouter:
     async def _control(self, request: ControlRequest) -> list[ControlReply]:
         if isinstance(self.backend, Cluster):
             return await self.backend.control(request, timeout=self.config.control_timeout)
-        return [await self.handle_control(request)]
+        return [await self.control(request)]
 
     async def members(self, room: str, *, namespace: str) -> list[str]:
         """The sids of the connections in a room, across every node that answers in time."""
@@ -481,36 +384,12 @@ class RealtimeRouter:
         return sum(len(r.items) for r in replies)
 
     def local_connection(self, sid: str, namespace: str) -> Connection | None:
-        from .rooms import sid_room
-
-        members = self.hub.rooms.members((namespace, sid_room(sid)))
-        return None if not members else members.get(sid)
+        """The connection ``sid`` of ``namespace`` if this node serves it."""
+        return self.control.local_connection(sid, namespace)
 
     async def handle_control(self, req: ControlRequest) -> ControlReply:
         """Answer a cluster request for this node."""
-        node = self.node_id
-        if req.op == "members":
-            members = self.hub.rooms.members((req.ns, req.room))
-            return ControlReply(node, bool(members), list(members or ()))
-        if req.op == "disconnect_user":
-            closed = []
-            for link in list(self.links):
-                if any(user_key(c.user) == req.user for c in link.connections.values()):
-                    closed.append(link.id)
-                    link.abort(status.WS_4503_KICKED, req.reason or "kicked")
-            return ControlReply(node, bool(closed), closed)
-        conn = self.local_connection(req.sid, req.ns)
-        if conn is None or conn.state is not ConnectionState.OPEN:
-            return ControlReply(node, False)
-        if req.op == "rooms":
-            return ControlReply(node, True, sorted(conn.rooms))
-        if req.op == "join":
-            await conn.join(req.room)
-        elif req.op == "leave":
-            await conn.leave(req.room)
-        elif req.op == "disconnect":
-            await conn.disconnect(req.reason)
-        return ControlReply(node, True)
+        return await self.control(req)
 
     def stats(self) -> dict[str, int]:
         """Counts for tests and dashboards: links, connections, rooms, hub deliveries."""
@@ -518,7 +397,7 @@ class RealtimeRouter:
             "links": len(self.links),
             "connections": sum(len(link.connections) for link in self.links),
             "rooms": len(self.hub.rooms),
-            "users": len(self.users),
+            "users": len(self.membership.users),
             "deliveries": self.hub.deliveries,
         }
 
@@ -526,78 +405,9 @@ class RealtimeRouter:
         return f"RealtimeRouter(namespaces={sorted(self.endpoints)!r}, backend={self.backend!r})"
 
 
-def user_key(user: Any) -> str | None:
-    """A stable string identity for a user object (``None`` for anonymous)."""
-    if user is None:
-        return None
-    if isinstance(user, str):
-        return user
-    for attr in ("identity", "id", "user_id", "username"):
-        try:
-            value = getattr(user, attr, None)
-        except NotImplementedError:
-            continue
-        if value is not None:
-            return str(value)
-    return str(user)
-
-
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def same_origin(origin: str, host: str | None) -> bool:
-    """Tell whether an Origin header names the host (and port) of the Host header.
-
-    Default ports are ignored on both sides, so that a TLS proxy in front of the
-    server (``https://app.example`` to ``Host: app.example``) still matches.
-
-    Args:
-        origin: the Origin header, e.g. ``https://app.example:8443``.
-        host: the Host header, e.g. ``app.example:8443``.
-
-    Returns:
-        ``True`` when they name the same host and port.
-    """
-    if host is None:
-        return False
-    try:
-        parts = urlsplit(origin)
-        hostname, port = parts.hostname, parts.port
-    except ValueError:
-        return False
-    default = _DEFAULT_PORTS.get(parts.scheme)
-    if default is None or not hostname:
-        return False
-    if ":" in hostname:
-        hostname = f"[{hostname}]"
-    netloc = hostname if port is None or port == default else f"{hostname}:{port}"
-    host = host.lower()
-    for suffix in (":80", ":443"):
-        if host.endswith(suffix):
-            host = host[: -len(suffix)]
-    return netloc == host
-
-
 def _log_crash(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.error("realtime heartbeat scheduler crashed", exc_info=task.exception())
 
 
-async def _respond(send: Any, code: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    await send({"type": "http.response.start", "status": code, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _deny(scope: dict[str, Any], send: Any, code: int, text: str) -> None:
-    if "websocket.http.response" in scope.get("extensions", {}) or {}:
-        await send({
-            "type": "websocket.http.response.start",
-            "status": code,
-            "headers": [(b"content-type", b"text/plain; charset=utf-8")],
-        })
-        await send({"type": "websocket.http.response.body", "body": text.encode()})
-    else:
-        await send({"type": "websocket.close", "code": status.WS_1008_POLICY_VIOLATION})
-
-
-__all__ = ["RealtimeConfig", "RealtimeRouter", "user_key"]
+__all__ = ["RealtimeConfig", "RealtimeRouter", "same_origin", "user_key"]

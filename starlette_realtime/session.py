@@ -8,12 +8,19 @@ authenticated as someone else cannot take the session over.
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Callable
 
+import anyio
 import msgspec
 from itsdangerous import BadData, URLSafeTimedSerializer
 
+from .backends import Backend, SessionStore
+from .core import DedupState
 from .frames import Position
+
+logger = logging.getLogger(__name__)
 
 _SALT = "starlette_realtime.session"
 
@@ -24,12 +31,14 @@ class SessionState(msgspec.Struct, array_like=True, frozen=True):
     Attributes:
         user: the user's identity key (``None`` for anonymous connections).
         streams: every stream the connection received, with its position at join time.
-        last_id: the highest client event id handled (for deduplication).
+        last_id: the highest client event id handled (kept for sessions saved by older versions).
+        dedup: the session's dedup window with its kept answers (docs/protocol.md).
     """
 
     user: str | None
     streams: dict[str, Position | None]
     last_id: int = -1
+    dedup: DedupState | None = None
 
 
 class SessionSigner:
@@ -81,3 +90,99 @@ def session_key(namespace: str, sid: str) -> str:
 
 STATE_ENCODER = msgspec.msgpack.Encoder()
 STATE_DECODER = msgspec.msgpack.Decoder(SessionState)
+
+
+#: Pauses (seconds) between further looks for a session that another node has not saved yet:
+#: that node saves it once it has noticed the drop, and a client that reconnects at once to
+#: another node can get there first.  A session that is really gone costs these 0.5 s.
+SAVE_WAIT = (0.025, 0.05, 0.1, 0.125, 0.2)
+
+
+class _Live:
+    __slots__ = ("closed", "supersede", "user")
+
+    def __init__(self, user: str | None, supersede: Callable[[], None]) -> None:
+        self.user = user
+        self.supersede = supersede
+        self.closed = anyio.Event()
+
+
+class Sessions:
+    """Saving and taking resumable sessions, through the backend, for one node.
+
+    The node also knows its own live sessions: a client that resumes a session whose
+    old socket this node still serves (the drop is not noticed yet, or its handler is
+    still running) supersedes that socket and waits for it to save, instead of racing it.
+
+    Args:
+        backend: where sessions are kept (a :class:`~starlette_realtime.backends.SessionStore`,
+            else nothing is recoverable).
+        window: seconds a saved session stays resumable.
+        grace: seconds to wait for a superseded socket of this node to save its session.
+    """
+
+    def __init__(self, backend: Backend, *, window: float, grace: float) -> None:
+        self.backend = backend
+        self.window = window
+        self.grace = grace
+        self._live: dict[tuple[str, str], _Live] = {}
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the backend keeps sessions."""
+        return isinstance(self.backend, SessionStore)
+
+    def opened(self, ns: str, sid: str, user: str | None, supersede: Callable[[], None]) -> None:
+        """A connection opened on this node: it can be superseded by its own resume."""
+        self._live[(ns, sid)] = _Live(user, supersede)
+
+    def closed(self, ns: str, sid: str) -> None:
+        """A connection of this node is closed (and its session saved, if it was to be)."""
+        live = self._live.pop((ns, sid), None)
+        if live is not None:
+            live.closed.set()
+
+    async def save(self, ns: str, sid: str, state: SessionState) -> None:
+        """Keep a session for ``window`` seconds (failures are logged, not raised)."""
+        if not isinstance(self.backend, SessionStore):
+            return
+        try:
+            await self.backend.save_session(session_key(ns, sid), STATE_ENCODER.encode(state), self.window)
+        except Exception:
+            logger.warning("could not save the session for recovery (sid=%s namespace=%s)", sid, ns, exc_info=True)
+
+    async def take(self, ns: str, sid: str, user: str | None) -> SessionState | None:
+        """Take a saved session of ``user`` (it can be taken once); ``None`` when there is none.
+
+        Raises:
+            BackendUnavailable: the backend is down.
+        """
+        backend = self.backend
+        if not isinstance(backend, SessionStore):
+            return None
+        live = self._live.get((ns, sid))
+        if live is not None and live.user == user:
+            live.supersede()
+            with anyio.move_on_after(self.grace + 1.0):
+                await live.closed.wait()
+        key = session_key(ns, sid)
+        raw = await backend.take_session(key)
+        for pause in SAVE_WAIT:
+            if raw is not None:
+                break
+            await anyio.sleep(pause)
+            raw = await backend.take_session(key)
+        if raw is None:
+            return None
+        try:
+            state = STATE_DECODER.decode(raw)
+        except msgspec.DecodeError:
+            return None
+        if state.user != user:
+            # Someone else's session: never hand it over.  Put it back for its owner.
+            await backend.save_session(key, raw, self.window)
+            return None
+        return state
+
+    def __repr__(self) -> str:
+        return f"Sessions(window={self.window}, live={len(self._live)})"

@@ -25,6 +25,8 @@ WS_4003_TOKEN_EXPIRED: Final = 4003
 WS_4004_SLOW_CONSUMER: Final = 4004
 WS_4005_HEARTBEAT_TIMEOUT: Final = 4005
 WS_4006_RATE_LIMITED: Final = 4006
+WS_4007_CONNECT_TIMEOUT: Final = 4007
+WS_4008_SUPERSEDED: Final = 4008
 
 # Application close codes, terminal (4500-4999).
 WS_4501_PROTOCOL_ERROR: Final = 4501
@@ -44,6 +46,8 @@ CLOSE_CODES: Final[dict[int, tuple[bool, str]]] = {
     WS_4004_SLOW_CONSUMER: (True, "the client did not read fast enough; its queue overflowed"),
     WS_4005_HEARTBEAT_TIMEOUT: (True, "no pong within ping_timeout"),
     WS_4006_RATE_LIMITED: (True, "sustained flooding over the rate limit"),
+    WS_4007_CONNECT_TIMEOUT: (True, "no namespace was opened within connect_timeout"),
+    WS_4008_SUPERSEDED: (True, "the same session was resumed on another WebSocket"),
     WS_4501_PROTOCOL_ERROR: (False, "a frame that could not be decoded or was not allowed"),
     WS_4503_KICKED: (False, "disconnected by the server (logout, ban)"),
 }
@@ -70,7 +74,7 @@ def is_retryable(code: int | None) -> bool:
     return code not in (1002, 1003, 1007, 1010)
 
 
-# Error codes carried by Ack / Error / ConnectError frames.
+# Error codes carried by Ack and Error frames (lower case).
 INVALID_PAYLOAD: Final = "invalid_payload"
 UNKNOWN_EVENT: Final = "unknown_event"
 INTERNAL_ERROR: Final = "internal_error"
@@ -82,7 +86,30 @@ BAD_FRAME: Final = "bad_frame"
 BAD_ROOM: Final = "bad_room"
 TIMEOUT: Final = "timeout"
 UNAVAILABLE: Final = "unavailable"
+#: A resent event id whose answer is no longer kept: the event was handled, its answer is gone.
+#: Never a success: clients raise it as an error.
+DUPLICATE: Final = "duplicate"
+#: A handler was cancelled before it answered (its WebSocket went away and it overran the grace).
+INTERRUPTED: Final = "interrupted"
 
+#: code -> meaning, for docs/protocol.md and the AsyncAPI export.
+ERROR_CODES: Final[dict[str, str]] = {
+    INVALID_PAYLOAD: "the payload does not fit the handler's type",
+    UNKNOWN_EVENT: "no handler for this event",
+    INTERNAL_ERROR: "the handler failed",
+    RATE_LIMITED: "over the rate limit",
+    FORBIDDEN: "not allowed (e.g. joining a room)",
+    LIMIT_EXCEEDED: "a configured limit was hit (rooms, payload size or depth)",
+    NOT_CONNECTED: "the namespace is not open on this WebSocket",
+    BAD_FRAME: "a frame that is not allowed here (e.g. a stray ACK)",
+    BAD_ROOM: "an invalid room name",
+    TIMEOUT: "the other side did not answer in time",
+    UNAVAILABLE: "the backend is unavailable; retry later",
+    DUPLICATE: "already handled, and its answer is no longer kept",
+    INTERRUPTED: "the handler was cancelled before it answered",
+}
+
+# Error codes carried by ConnectError frames (upper case).
 AUTHENTICATION_REQUIRED: Final = "AUTHENTICATION_REQUIRED"
 INVALID_TOKEN: Final = "INVALID_TOKEN"
 UNKNOWN_NAMESPACE: Final = "UNKNOWN_NAMESPACE"
@@ -90,3 +117,17 @@ ALREADY_CONNECTED: Final = "ALREADY_CONNECTED"
 REJECTED: Final = "REJECTED"
 TOO_MANY_NAMESPACES: Final = "TOO_MANY_NAMESPACES"
 TOO_MANY_CONNECTIONS: Final = "TOO_MANY_CONNECTIONS"
+#: CONNECT_ERROR (retryable): the backend is down, the namespace cannot be opened now.
+CONNECT_UNAVAILABLE: Final = "UNAVAILABLE"
+
+CONNECT_ERROR_CODES: Final[dict[str, str]] = {
+    AUTHENTICATION_REQUIRED: "the namespace needs credentials",
+    INVALID_TOKEN: "the credentials were refused",
+    UNKNOWN_NAMESPACE: "no endpoint serves this namespace",
+    ALREADY_CONNECTED: "the namespace is already open on this WebSocket",
+    REJECTED: "refused by the endpoint's on_connect",
+    TOO_MANY_NAMESPACES: "too many namespaces on one WebSocket",
+    TOO_MANY_CONNECTIONS: "the user is at max_connections_per_user (retryable)",
+    CONNECT_UNAVAILABLE: "the backend is unavailable (retryable)",
+    RATE_LIMITED: "over the rate limit (retryable; the same code as the ack error)",
+}

@@ -24,8 +24,8 @@ from websockets.exceptions import ConnectionClosed
 
 from starlette_realtime import AckError, Overflow, RealtimeRouter
 from starlette_realtime.client import RealtimeClient
+from starlette_realtime.outbox import Outbox
 from starlette_realtime.prometheus import PrometheusMetrics, code_label, metrics_app, reason_label
-from starlette_realtime.transport import Outbox
 
 TESTS = Path(__file__).resolve().parent
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -291,7 +291,7 @@ async def test_log_records_carry_stable_fields_and_no_token(
     assert {"connection opened", "handler 'fail' failed", "connection closed: client disconnect"} <= messages
     fields = ("link_id", "sid", "namespace", "user", "reason", "close_code")
     for r in records:
-        if r.name in ("starlette_realtime.link", "starlette_realtime.endpoint"):
+        if r.name in ("starlette_realtime.link", "starlette_realtime.invoke"):
             assert all(hasattr(r, f) for f in fields), r.getMessage()
         assert secret not in r.getMessage() and secret not in repr(r.__dict__)
     closed = next(r for r in records if r.getMessage().startswith("connection closed"))

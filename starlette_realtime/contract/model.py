@@ -17,8 +17,9 @@ from typing import Any, Final, TypeVar
 import msgspec
 
 from ..auth import SignedTokenAuth
+from ..core import AUTH_EVENT
 from ..dispatch import EVENT_NAME, Handler
-from ..endpoint import AUTH_EVENT, RealtimeEndpoint
+from ..endpoint import RealtimeEndpoint
 from ..presence import PRESENCE_EVENT, PresenceEvent, PresenceMixin
 from ..validation import needs_pydantic
 from .codes import CODE_SCHEMAS, Code, code_schema, codes

@@ -101,7 +101,7 @@ class DashboardEndpoint(RealtimeEndpoint):
         Returns:
             The token, for ``{"token": ...}`` in the CONNECT frame's auth payload.
         """
-        return self.router.signer.sign(_TOKEN_SCOPE, f"{time.time():.0f}.{secrets.token_urlsafe(8)}")
+        return str(self.router.signer.sign(_TOKEN_SCOPE, f"{time.time():.0f}.{secrets.token_urlsafe(8)}"))
 
     def token_valid(self, token: str) -> bool:
         """Tell whether ``token`` came from :meth:`issue_token` less than ``token_max_age`` seconds ago.

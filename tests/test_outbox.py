@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from starlette_realtime.transport import Outbox, Overflow
+from starlette_realtime.outbox import Outbox, Overflow
 
 
 class FakeSocket:

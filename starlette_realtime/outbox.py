@@ -1,6 +1,6 @@
-"""One WebSocket: its bounded outbox and its single writer.
+"""One socket's bounded outbox and its single writer.
 
-Everything the server sends on a WebSocket goes through :meth:`Transport.push`,
+Everything the server sends on a socket goes through :meth:`Outbox.push`,
 which never awaits.  When nothing is queued it writes straight to the ASGI
 server (uvicorn's ``send`` finishes without suspending while the socket keeps
 up: that is the plain loop's cost without its danger); when the socket falls
