@@ -14,10 +14,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
 import pytest
 import uvicorn
+from apps import make_app as make_realtime_app
 from conftest import free_port, serve, wait_until
 from starlette.testclient import TestClient
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame, Opcode
 
 from starlette_realtime import server as rt_server
@@ -149,7 +152,15 @@ def make_app(probe: Probe) -> Any:
 class RawClient:
     """A blocking WebSocket client on a plain socket that returns the server's frames byte for byte."""
 
-    def __init__(self, port: int, *, rcvbuf: int | None = None, deflate: bool = False) -> None:
+    def __init__(
+        self,
+        port: int,
+        *,
+        path: str = "/",
+        subprotocol: str | None = None,
+        rcvbuf: int | None = None,
+        deflate: bool = False,
+    ) -> None:
         self.sock = socket.socket()
         if rcvbuf is not None:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -157,8 +168,10 @@ class RawClient:
         self.sock.connect(("127.0.0.1", port))
         key = base64.b64encode(os.urandom(16)).decode()
         extra = "Sec-WebSocket-Extensions: permessage-deflate\r\n" if deflate else ""
+        if subprotocol is not None:
+            extra += f"Sec-WebSocket-Protocol: {subprotocol}\r\n"
         self.sock.sendall(
-            (f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
              f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n").encode()
         )
         self.buf = b""
@@ -181,7 +194,10 @@ class RawClient:
         return out
 
     def command(self, **cmd: Any) -> None:
-        self.sock.sendall(Frame(Opcode.TEXT, json.dumps(cmd).encode()).serialize(mask=True))
+        self.send_message(json.dumps(cmd).encode(), binary=False)
+
+    def send_message(self, data: bytes, *, binary: bool) -> None:
+        self.sock.sendall(Frame(Opcode.BINARY if binary else Opcode.TEXT, data).serialize(mask=True))
 
     def read_frame(self) -> bytes:
         """One whole frame as it came off the wire (header and payload)."""
@@ -299,6 +315,104 @@ def test_not_offered_when_the_socket_is_compressed() -> None:
             compressed.close()
             plain.close()
     assert sorted(probe.offered) == [False, True]
+
+
+# Through the library: one broadcast, a socket on each path ----------------------------------
+
+
+class SplitProtocol(PreframedProtocol):
+    """The fast path for every socket but those whose query has ``plain``: both paths on one server."""
+
+    fast_writes = 0
+
+    async def run_asgi(self) -> None:
+        if b"plain" in self.scope["query_string"]:
+            await WebSocketsSansIOProtocol.run_asgi(self)
+        else:
+            await super().run_asgi()
+
+    def write_frame(self, frame: bytes) -> bool:
+        written = super().write_frame(frame)
+        SplitProtocol.fast_writes += written
+        return written
+
+
+class RtClient(RawClient):
+    """A raw-socket client of protocol v1 on the ``/chat`` namespace of tests/apps.py."""
+
+    def __init__(self, port: int, subprotocol: str, *, plain: bool = False, rcvbuf: int | None = None) -> None:
+        super().__init__(port, path="/realtime/?plain=1" if plain else "/realtime/", subprotocol=subprotocol,
+                         rcvbuf=rcvbuf)
+        self.binary = subprotocol.endswith("msgpack")
+        self.read_frame()  # HELLO
+        self.send([1, "/chat", None])
+        assert self.decode(self.read_frame())[0] == 2  # CONNECTED
+
+    def send(self, frame: list[Any]) -> None:
+        data = msgspec.msgpack.encode(frame) if self.binary else msgspec.json.encode(frame)
+        self.send_message(data, binary=self.binary)
+
+    def decode(self, raw: bytes) -> Any:
+        length = raw[1] & 0x7F
+        start = 2 if length < 126 else 4 if length == 126 else 10
+        body = raw[start:]
+        return msgspec.msgpack.decode(body) if self.binary else msgspec.json.decode(body)
+
+    def join(self, room: str) -> None:
+        self.send([5, "/chat", "join", room, 1])
+        assert self.decode(self.read_frame())[:3] == [6, "/chat", 1]
+
+
+@pytest.mark.parametrize("subprotocol", ["rt.v1.json", "rt.v1.msgpack"])
+def test_a_broadcast_is_byte_identical_on_both_paths(subprotocol: str) -> None:
+    app, _ = make_realtime_app()
+    with serve(app, ws=SplitProtocol) as srv:
+        fast = RtClient(srv.port, subprotocol)
+        plain = RtClient(srv.port, subprotocol, plain=True)
+        try:
+            for c in (fast, plain):
+                c.join("r")
+            for size in (10, 1000, 70_000):
+                text = payload(size).decode()
+                # "shout" fans out to the whole room, the sender included; no ack id, no ack.
+                fast.send([5, "/chat", "shout", {"room": "r", "text": text}])
+                via_fast, via_asgi = fast.read_frame(), plain.read_frame()
+                assert via_fast == via_asgi, size
+                assert fast.decode(via_fast)[:4] == [5, "/chat", "said", {"room": "r", "text": text}]
+        finally:
+            fast.close()
+            plain.close()
+
+
+def test_a_receiver_that_stops_reading_is_queued_then_cut_on_the_fast_path() -> None:
+    app, realtime = make_realtime_app(max_queue_bytes=256 * 1024, max_queue_messages=10_000)
+    with serve(app, ws=SplitProtocol) as srv:
+        slow = RtClient(srv.port, "rt.v1.json", rcvbuf=16 * 1024)
+        sender = RtClient(srv.port, "rt.v1.json")
+        try:
+            slow.join("flood")
+            text = "x" * 4096
+            buffered = []
+            for i in range(4000):
+                # "say" reaches the room but the sender: it reads nothing, the slow one stops reading.
+                sender.send([5, "/chat", "say", {"room": "flood", "text": f"{i}:{text}"}])
+                if i % 500 == 0:
+                    buffered.append(max((t.get_write_buffer_size() for t in _transports(srv)), default=0))
+            assert max(buffered) <= 64 * 1024 + 8192  # uvicorn's high-water mark plus a frame at most
+            # The slow one gets what its socket held, then a 4004 close, and nothing more.
+            count = 0
+            while True:
+                frame = slow.read_frame()
+                if frame[0] == 0x88:
+                    assert int.from_bytes(frame[2:4], "big") == 4004
+                    break
+                assert slow.decode(frame)[3]["text"].startswith(f"{count}:")
+                count += 1
+            assert 0 < count < 4000
+            wait_until(lambda: realtime.stats()["links"] == 1, message="the slow link to be gone")
+        finally:
+            slow.close()
+            sender.close()
 
 
 # Servers without the extension keep working ------------------------------------------------
