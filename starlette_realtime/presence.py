@@ -29,7 +29,7 @@ from .endpoint import RealtimeEndpoint
 from .exceptions import Forbidden
 from .presence_tracker import GLOBAL_ROOM, MemoryPresence, Tracker
 from .rooms import room_error
-from .routing import user_key
+from .identity import user_key
 
 logger = logging.getLogger(__name__)
 
