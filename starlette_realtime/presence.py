@@ -27,9 +27,9 @@ from .connection import Connection
 from .dispatch import EventOptions, Handler
 from .endpoint import RealtimeEndpoint
 from .exceptions import Forbidden
+from .identity import user_key
 from .presence_tracker import GLOBAL_ROOM, MemoryPresence, Tracker
 from .rooms import room_error
-from .identity import user_key
 
 logger = logging.getLogger(__name__)
 
