@@ -10,6 +10,7 @@ The failover tests change the cluster's topology, so they come last.
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -19,7 +20,9 @@ import anyio
 import pytest
 from redis_cluster import LocalRedisCluster
 
+from starlette_realtime.backends import backend_from_url
 from starlette_realtime.backends.base import Publication
+from starlette_realtime.backends.presence_redis import RedisPresence
 from starlette_realtime.backends.redis import RedisBackend
 from starlette_realtime.cluster import ControlReply, ControlRequest
 from starlette_realtime.exceptions import BackendUnavailable
@@ -124,6 +127,76 @@ async def test_rooms_on_every_shard_and_cluster_queries(redis_cluster: LocalRedi
             await anyio.sleep(0.01)
         replies = await a.backend.control(ControlRequest("ping"), timeout=5)
     assert sorted(r.node for r in replies) == ["a", "b", "c"]
+
+
+async def test_url_and_client_forms(redis_cluster: LocalRedisCluster) -> None:
+    from redis.asyncio import RedisCluster
+
+    got: list[Publication] = []
+    by_url = backend_from_url(redis_cluster.url + "?history_size=7")
+    assert isinstance(by_url, RedisBackend) and by_url.cluster_mode and by_url.history_size == 7
+    port = redis_cluster.nodes[0].port
+    with pytest.raises(ValueError, match="decode"):
+        RedisBackend(RedisCluster(host="127.0.0.1", port=port, decode_responses=True))
+    client = RedisCluster(host="127.0.0.1", port=port)
+    given = RedisBackend(client, prefix="c" + secrets.token_hex(3))
+    assert given.cluster_mode and given.publish_command == "SPUBLISH"
+    try:
+        with anyio.fail_after(10):
+            await given.start(got.append)
+            await given.subscribe(NS, "forms")
+            await given.publish(numbered("forms", 1))
+            while not got:
+                await anyio.sleep(0.01)
+            await given.stop()
+        assert await client.ping()  # the backend does not close a client it was given
+    finally:
+        await client.aclose()
+
+
+async def test_presence_events_and_reaping_on_the_cluster(redis_cluster: LocalRedisCluster, nodes: Any) -> None:
+    a, b = await nodes("a", heartbeat_interval=0.5), await nodes("b", heartbeat_interval=0.5)
+    rooms = [f"p{i}" for i in range(6)]  # on every shard
+    with anyio.fail_after(10):
+        for room in rooms:
+            await b.backend.subscribe(NS, room)
+    store = RedisPresence(a.backend, namespace=NS, ttl=2.0, event="$presence")
+    survivor = RedisPresence(b.backend, namespace=NS, ttl=2.0, event="$presence")
+    try:
+        with anyio.fail_after(10):
+            await store.start(_Owner(), _not_called)
+            await survivor.start(_Owner(), _not_called)
+            for room in rooms:
+                await store.presence_apply(NS, room, [("u1", b"{}")], [])
+        store.close()  # node a stops beating, as if killed: b reaps its users on every shard
+        with anyio.fail_after(10):
+            while sum(1 for p in b.got if p.event == "$presence") < 2 * len(rooms):
+                await anyio.sleep(0.05)
+        statuses = {room: [json.loads(p.data)["status"] for p in b.got if p.room == room] for room in rooms}
+        assert statuses == {room: ["online", "offline"] for room in rooms}
+        with anyio.fail_after(5):
+            assert [await survivor.presence_count(NS, room) for room in rooms] == [0] * len(rooms)
+    finally:
+        store.close()
+        survivor.close()
+
+
+class _Owner:
+    def mark_all(self) -> None:
+        pass
+
+    async def flush_dirty(self) -> bool:
+        return True
+
+    async def collect(self) -> int:
+        return 0
+
+    def stored_rooms(self) -> list[str]:
+        return []
+
+
+async def _not_called(room: str, changes: Any) -> None:
+    raise AssertionError("the store publishes its events itself")
 
 
 async def _traffic(

@@ -36,6 +36,7 @@ takes a new member id and writes its complete state again under it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -48,6 +49,7 @@ from ..exceptions import BackendUnavailable
 from .base import PresenceChange, PresencePage, PresenceReset, Publication
 from .presence_redis_host import PresenceOwner, PublishReaped, RedisHost, StreamHost, is_redis_host
 from .presence_redis_wire import APPLY_LUA, CLAIM_LUA, FORGET_LUA, LIVENESS_LUA, PAGE_LUA
+from .redis_client import is_cluster
 from .redis_wire import encode_body
 
 if TYPE_CHECKING:
@@ -355,11 +357,16 @@ class RedisPresence:
         script = self._script("apply", APPLY_LUA)
         for start in range(0, len(rooms), _BATCH):
             chunk = rooms[start : start + _BATCH]
-            pipe = self._redis.pipeline(transaction=False)
-            for room in chunk:
-                args = [self._key_ttl_ms, 1, 0, *self._publish_args(room)]
-                await script(keys=self._apply_keys(room, member), args=args, client=pipe)
-            results = await pipe.execute()
+            calls = [(self._apply_keys(room, member), [self._key_ttl_ms, 1, 0, *self._publish_args(room)])
+                     for room in chunk]
+            if is_cluster(self._redis):
+                # redis-py's cluster pipelines refuse scripts: send them side by side.
+                results = await asyncio.gather(*(script(keys=keys, args=args) for keys, args in calls))
+            else:
+                pipe = self._redis.pipeline(transaction=False)
+                for keys, args in calls:
+                    await script(keys=keys, args=args, client=pipe)
+                results = await pipe.execute()
             for room, (_, raw) in zip(chunk, results, strict=True):
                 changes = _changes(raw)
                 if changes and self._publish is not None and not self.publishes_events:

@@ -22,7 +22,7 @@ from ..cluster import ControlHandler, ControlReply, ControlRequest
 from ..exceptions import BackendUnavailable
 from ..frames import Position
 from .base import Deliver, HistoryReply, Publication
-from .redis_client import Client, check_client, client_from_url, is_cluster, is_cluster_url, redacted
+from .redis_client import Client, check_client, client_from_url, is_cluster, is_cluster_url, outage_errors, redacted
 from .redis_control import ControlBus
 from .redis_heartbeat import HeartbeatCallback, NodeHeartbeat
 from .redis_pubsub import RedisSubscriber
@@ -106,7 +106,8 @@ class RedisBackend:
         self.bus = ControlBus(self)
         self.subscriber: RedisSubscriber | None = None
         self.streams = RoomStreams(self)
-        self._publish_command = "SPUBLISH" if self.cluster_mode else "PUBLISH"
+        #: ``SPUBLISH`` on a Redis Cluster (sharded pub/sub), else ``PUBLISH``: for scripts that publish to a room.
+        self.publish_command = "SPUBLISH" if self.cluster_mode else "PUBLISH"
         self._deliver: Deliver = _drop
         self.heartbeat = NodeHeartbeat(self)
         self._task: asyncio.Task[None] | None = None
@@ -133,11 +134,6 @@ class RedisBackend:
     def prefix(self) -> str:
         """The prefix of every key and channel of this backend."""
         return self.names.prefix
-
-    @property
-    def publish_command(self) -> str:
-        """``SPUBLISH`` on a Redis Cluster (sharded pub/sub), else ``PUBLISH``: for scripts that publish to a room."""
-        return self._publish_command
 
     def on_reconnect(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` each time the pub/sub link comes back after an outage (for metrics)."""
@@ -289,13 +285,10 @@ class RedisBackend:
         Raises:
             BackendUnavailable: Redis is down or did not answer within ``command_timeout``.
         """
-        from redis import exceptions as rx
-
         try:
             with anyio.fail_after(self.command_timeout):
                 result = await aw
-        except (rx.ConnectionError, rx.TimeoutError, rx.ClusterError, rx.RedisClusterException,
-                rx.TryAgainError, TimeoutError, OSError) as exc:
+        except outage_errors() as exc:
             self._failing = True
             raise BackendUnavailable(f"Redis at {self._where()} is unavailable: {exc!r}") from exc
         self._failing = False

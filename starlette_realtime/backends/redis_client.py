@@ -71,6 +71,19 @@ def client_from_url(url: str, *, connect_timeout: float, command_timeout: float)
     return Redis.from_url(url, retry=Retry(NoBackoff(), 0), health_check_interval=0, **options)
 
 
+def outage_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean "Redis is unreachable now", not "this command is wrong".
+
+    A Redis Cluster in the middle of a failover answers ``TRYAGAIN`` or
+    ``CLUSTERDOWN``, or redis-py runs out of redirections: an outage too, over once
+    the new master has the slots.
+    """
+    from redis import exceptions as rx
+
+    return (rx.ConnectionError, rx.TimeoutError, rx.ClusterError, rx.RedisClusterException, rx.TryAgainError,
+            TimeoutError, OSError)
+
+
 def redacted(url: str | None) -> str:
     """The URL without its password, for logs and reprs."""
     if url is None:
@@ -84,4 +97,5 @@ def redacted(url: str | None) -> str:
     return urlunsplit(parts)
 
 
-__all__ = ["CLUSTER_SCHEMES", "Client", "check_client", "client_from_url", "is_cluster", "is_cluster_url", "redacted"]
+__all__ = ["CLUSTER_SCHEMES", "Client", "check_client", "client_from_url", "is_cluster", "is_cluster_url",
+           "outage_errors", "redacted"]
