@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import anyio
+from starlette.routing import Mount, WebSocketRoute
 
 from . import status
 from .backends import Backend, backend_from_url
@@ -180,8 +181,9 @@ class RealtimeRouter:
             path: the mount path, without a trailing slash.
         """
         path = path.rstrip("/")
-        app.add_websocket_route(path, self)
-        app.mount(path, self)
+        routes = getattr(app, "router", app).routes
+        routes.append(WebSocketRoute(path, self))
+        routes.append(Mount(path, app=self))
 
     # Lifecycle -------------------------------------------------------------
 
