@@ -44,6 +44,7 @@ from .origin import OriginPolicy, same_origin
 from .recovery import Recovery
 from .rooms import room_error
 from .session import Sessions, SessionSigner
+from .socketio.server import SocketIOServer
 from .static import deny, serve_http
 from .wire import Wire
 
@@ -73,6 +74,8 @@ class RealtimeRouter:
         limits: per-connection and per-process limits.
         metrics: where counts go (a :class:`Metrics`; the default counts nothing).
         node_id: this node's name (random by default).
+        socketio: also serve the Socket.IO clients (protocol v5 on Engine.IO v4) at
+            ``/socket.io/`` under the mount, with the same endpoints (docs/socketio.md).
         **options: any field of :class:`RealtimeConfig` (e.g. ``connect_timeout=10.0``).
     """
 
@@ -87,6 +90,7 @@ class RealtimeRouter:
         limits: Limits | None = None,
         metrics: Metrics | None = None,
         node_id: str | None = None,
+        socketio: bool = False,
         **options: Any,
     ) -> None:
         self.config = RealtimeConfig(**options)
@@ -124,6 +128,11 @@ class RealtimeRouter:
         for instance in self.endpoints.values():
             instance.attach(self, self.publisher)
         self.links: set[Link] = set()
+        #: The Socket.IO endpoint at ``/socket.io/`` (docs/socketio.md), when ``socketio=True``.
+        self.socketio = SocketIOServer(
+            self.serve, allows_origin=self.origins.allows, ping_interval=self.config.ping_interval,
+            ping_timeout=self.config.ping_timeout, max_payload=self.config.max_message_size,
+        ) if socketio else None
         # The monotonic clock of the node: heartbeats, token buckets, deadlines.  A Limits
         # with a clock of its own (a test's manual clock) sets it for all of them.
         self.clock = self.limits.clock
@@ -183,7 +192,7 @@ class RealtimeRouter:
         path = path.rstrip("/")
         routes = getattr(app, "router", app).routes
         routes.append(WebSocketRoute(path, self))
-        routes.append(Mount(path, app=self))
+        routes.append(Mount(path, app=self))  # type: ignore[arg-type]  # an ASGI app typed with dicts
 
     # Lifecycle -------------------------------------------------------------
 
@@ -197,6 +206,8 @@ class RealtimeRouter:
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
             tg.start_soon(self._scheduler().run)
+            if self.socketio is not None:
+                await stack.enter_async_context(self.socketio)
         except BaseException:
             await stack.aclose()
             raise
@@ -262,7 +273,11 @@ class RealtimeRouter:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
-        if kind == "websocket":
+        if self.socketio is not None and kind != "lifespan" and self.socketio.handles(scope):
+            if not self._started:
+                await self._lazy_start()
+            await self.socketio(scope, receive, send)
+        elif kind == "websocket":
             await self._websocket(scope, receive, send)
         elif kind == "http":
             await serve_http(scope, send)
