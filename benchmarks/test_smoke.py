@@ -3,8 +3,9 @@ message delivered in order, every ack answered), never timings.
 
 Runs each workload's --smoke mode against raw Starlette, python-socketio, the rt.v1 protocol mock, ours and Node
 socket.io (`npm ci` in benchmarks/node), then the cluster workload (ours on 2-4 nodes on Redis) and capacity_cluster
-(ours as several processes on Redis).  A part that is missing (picows, node, the npm packages, redis-server) fails
-its test in CI (``CI=true``) and skips it elsewhere, with what to install (``conftest.need``).
+(ours as several processes on Redis) and the soak (benchmarks/soak.py --smoke).  A part that is missing (picows,
+node, the npm packages, redis-server) fails its test in CI (``CI=true``) and skips it elsewhere, with what to install
+(``conftest.need``).
 """
 
 from __future__ import annotations
@@ -58,3 +59,10 @@ def test_smoke_capacity_cluster() -> None:
     """Idle connections over 2 processes of ours on Redis: all open, heartbeats answered, all answer afterwards."""
     need("redis-server")
     _run([sys.executable, "-m", "benchmarks.capacity_cluster", "--smoke"])
+
+
+def test_smoke_soak() -> None:
+    """The soak benchmark for a few seconds on memory and on Redis: churn, drops without a close frame through the
+    fault proxy, acked emits handled exactly once, every broadcast at every stayer, links back to the stayers."""
+    need("redis-server")
+    _run([sys.executable, "-m", "benchmarks.soak", "--smoke"])

@@ -1,0 +1,580 @@
+"""Soak: connections churning for a long time, on memory and on Redis; every curve must stay flat.
+
+    python -m benchmarks.soak [--backends memory,redis] [--minutes 20] [--slots 2000] [--churn 50] [--plot PATH]
+    python -m benchmarks.soak --smoke          # about 25 s per backend, correctness only (benchmarks/test_smoke.py)
+
+Not part of CI, and not for a shared machine: the full run takes 2 x 20 minutes and two cores.
+
+One uvicorn process of benchmarks/servers/soak_app.py (ours) per backend; ``--slots`` clients in this process over
+raw WebSockets (the rt.v1.json protocol of docs/protocol.md, so the load does not depend on our client library).
+A tenth of the slots stay connected the whole time ("stayers", each in a few rooms); the others churn: connect, join
+a room, send acked emits, and leave after a random lifetime, so that about ``--churn`` connections per second come
+and go. A third of the departures are drops without a close frame: those connections go through a fault proxy that
+stops forwarding both ways and keeps the server's side of the TCP connection open and silent, so only the server's
+heartbeat (``--ping-interval`` + ``--ping-timeout``) can end it. Meanwhile one stayer broadcasts to every room in
+turn (``--shouts`` per second) and the stayers join and leave rooms of their own.
+
+Every ``--sample`` seconds: the server's RSS and open files (psutil), its asyncio tasks, the router's counts (links,
+connections, rooms), the memory backend's structures (streams, sessions), and Redis's keys and memory. After the
+warm-up (the first quarter) each curve gets a least-squares slope, reported per hour.
+
+Checked at the end (and in ``--smoke``, where only these count): every acked emit was handled exactly once (the
+server counts per slot: no duplicate, no gap, handled = acked); every broadcast reached every stayer of its room,
+once and in order; no client saw an error; and after the churn stops the server is back to the stayers' links.
+Results: benchmarks/results/soak.json and, with ``--plot``, a figure (``--smoke``: results/tmp/soak-smoke.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+RESULTS = BENCH / "results"
+HOST = "127.0.0.1"
+NS = "/soak"
+WATCHED = ("rss_mib", "fds", "tasks", "links", "connections", "rooms", "streams", "sessions", "redis_keys",
+           "redis_mib")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {HOST}:{port} after {timeout} s")
+
+
+# The fault proxy -------------------------------------------------------------------------------------------
+
+
+class FaultProxy:
+    """Forwards TCP to the server; ``drop(port)`` makes one connection vanish without a close frame or a FIN."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.pipes: dict[int, tuple[asyncio.StreamWriter, asyncio.StreamWriter, asyncio.Event]] = {}
+        self.held = 0  # server sides kept open and silent after a drop
+        self.server: asyncio.Server | None = None
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._accept, HOST, 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _accept(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
+        port = c_writer.get_extra_info("peername")[1]
+        try:
+            s_reader, s_writer = await asyncio.open_connection(HOST, self.target_port)
+        except OSError:
+            c_writer.transport.abort()
+            return
+        dropped = asyncio.Event()
+        self.pipes[port] = (c_writer, s_writer, dropped)
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
+        try:
+            await asyncio.gather(self._pump(c_reader, s_writer, dropped), self._pump(s_reader, c_writer, dropped))
+        finally:
+            self.pipes.pop(port, None)
+            self.tasks.discard(task)
+            c_writer.transport.abort()
+            s_writer.transport.abort()
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dropped: asyncio.Event) -> None:
+        # After a drop, what the server sends is read and thrown away until it gives up on the peer.
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            while data := await reader.read(65536):
+                if dropped.is_set():
+                    continue
+                writer.write(data)
+                await writer.drain()
+
+    def drop(self, client_port: int) -> None:
+        pipe = self.pipes.get(client_port)
+        if pipe is None:
+            return
+        c_writer, _s_writer, dropped = pipe
+        dropped.set()
+        c_writer.transport.abort()  # the client learns at once; the server only from its heartbeat
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for c_writer, s_writer, _ in list(self.pipes.values()):
+            c_writer.transport.abort()
+            s_writer.transport.abort()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=5)
+
+
+# Clients --------------------------------------------------------------------------------------------------
+
+
+class Problem(Exception):
+    """Something a client saw that must not happen."""
+
+
+class Session:
+    """One WebSocket speaking rt.v1.json: acks by id, shouts recorded, PINGs answered."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.next_id = 1
+        self.waiting: dict[int, asyncio.Future[Any]] = {}
+        self.shouts: dict[str, list[int]] = {}
+        self.connected: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def open(cls, url: str, slot: int, timeout: float) -> Session:
+        async with asyncio.timeout(timeout):
+            ws = await websockets.connect(url, subprotocols=["rt.v1.json"],  # type: ignore[list-item]
+                                          compression=None, ping_interval=None, max_size=None, open_timeout=None)
+            session = cls(ws)
+            await ws.send(json.dumps([1, NS, {"slot": slot}]))
+            reply = await session.connected
+        if reply[0] != 2:
+            raise Problem(f"CONNECT refused: {reply}")
+        return session
+
+    async def _read(self) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for message in self.ws:
+                frame = json.loads(message)
+                kind = frame[0]
+                if kind == 7:  # PING
+                    await self.ws.send("[8]")
+                elif kind == 6:
+                    fut = self.waiting.pop(frame[2], None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(frame)
+                elif kind == 5 and frame[2] == "shout":
+                    self.shouts.setdefault(frame[3]["room"], []).append(frame[3]["seq"])
+                elif kind in (2, 3) and not self.connected.done():
+                    self.connected.set_result(frame)
+                elif kind == 9:
+                    raise Problem(f"ERROR frame {frame}")
+        for fut in self.waiting.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError("closed"))
+
+    async def call(self, event: str, data: Any, timeout: float) -> Any:
+        ack_id = self.next_id
+        self.next_id += 1
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.waiting[ack_id] = fut
+        await self.ws.send(json.dumps([5, NS, event, data, ack_id]))
+        async with asyncio.timeout(timeout):
+            frame = await fut
+        if len(frame) > 4 and frame[4]:
+            raise Problem(f"{event}: error ack {frame[4]}")
+        return frame[3]
+
+    def local_port(self) -> int:
+        return int(self.ws.transport.get_extra_info("sockname")[1])
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5):
+                await self.ws.close()
+        self.reader.cancel()
+        with contextlib.suppress(BaseException):
+            await self.reader
+
+    async def abort(self) -> None:
+        self.reader.cancel()
+        with contextlib.suppress(BaseException):
+            await self.reader
+        self.ws.transport.abort()
+
+
+@dataclass
+class Tally:
+    sessions: int = 0
+    drops: int = 0
+    closes: int = 0
+    acked: int = 0
+    connect_failures: int = 0
+    problems: list[str] = field(default_factory=list)
+    seq: dict[int, int] = field(default_factory=dict)  # per slot: the last acked seq
+
+
+async def churner(slot: int, args: argparse.Namespace, urls: tuple[str, str], proxy: FaultProxy, tally: Tally,
+                  stop: asyncio.Event) -> None:
+    rng = random.Random(slot)
+    mean_life = (args.slots - args.stayers) / args.churn
+    await asyncio.sleep(rng.uniform(0, mean_life))  # spread the first connections out
+    while not stop.is_set():
+        drop = rng.random() < 1 / 3
+        try:
+            session = await Session.open(urls[1] if drop else urls[0], slot, args.timeout)
+        except (OSError, TimeoutError, websockets.WebSocketException, Problem) as exc:
+            tally.connect_failures += 1
+            if tally.connect_failures > args.max_connect_failures:
+                tally.problems.append(f"slot {slot}: connect failed: {exc!r}")
+            await asyncio.sleep(0.5)
+            continue
+        tally.sessions += 1
+        deadline = time.monotonic() + rng.expovariate(1 / mean_life)
+        try:
+            room = f"r{rng.randrange(args.rooms)}"
+            await session.call("join", room, args.timeout)
+            while time.monotonic() < deadline and not stop.is_set():
+                seq = tally.seq.get(slot, 0) + 1
+                if await session.call("work", seq, args.timeout) != seq:
+                    tally.problems.append(f"slot {slot}: work {seq} acked with another value")
+                tally.seq[slot] = seq
+                tally.acked += 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), rng.expovariate(1 / args.emit_every))
+        except (Problem, TimeoutError, ConnectionError, websockets.WebSocketException) as exc:
+            tally.problems.append(f"slot {slot}: {exc!r}")
+        if drop:
+            tally.drops += 1
+            proxy.drop(session.local_port())
+            await session.abort()
+        else:
+            tally.closes += 1
+            await session.close()
+
+
+@dataclass
+class Stayer:
+    slot: int
+    session: Session
+    rooms: set[str]
+
+
+async def stayers_run(args: argparse.Namespace, url: str, tally: Tally, stop: asyncio.Event,
+                      ready: asyncio.Event) -> list[Stayer]:
+    rng = random.Random(-1)
+    stayers = []
+    for k in range(args.stayers):
+        session = await Session.open(url, args.slots + k, args.timeout)
+        rooms = {f"r{rng.randrange(args.rooms)}" for _ in range(3)}
+        for room in sorted(rooms):
+            await session.call("join", room, args.timeout)  # before the first broadcast
+        stayers.append(Stayer(args.slots + k, session, rooms))
+    ready.set()
+    # Room moves of their own: a stayer leaves one extra room and joins it again, now and then.
+    while not stop.is_set():
+        stayer = rng.choice(stayers)
+        extra = f"x{stayer.slot}"
+        try:
+            await stayer.session.call("join", extra, args.timeout)
+            await stayer.session.call("leave", extra, args.timeout)
+        except (Problem, TimeoutError, ConnectionError) as exc:
+            tally.problems.append(f"stayer {stayer.slot}: {exc!r}")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+    return stayers
+
+
+async def broadcaster(args: argparse.Namespace, url: str, tally: Tally, stop: asyncio.Event,
+                      sent: dict[str, int], ready: asyncio.Event) -> None:
+    await ready.wait()
+    session = await Session.open(url, -2, args.timeout)
+    i = 0
+    try:
+        while not stop.is_set():
+            room = f"r{i % args.rooms}"
+            i += 1
+            seq = sent.get(room, 0) + 1
+            try:
+                await session.call("shout", {"room": room, "seq": seq}, args.timeout)
+            except (Problem, TimeoutError, ConnectionError) as exc:
+                tally.problems.append(f"broadcaster: {exc!r}")
+                return
+            sent[room] = seq
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1 / args.shouts)
+    finally:
+        await session.close()
+
+
+# The server, Redis, sampling ------------------------------------------------------------------------------
+
+
+class Services:
+    def __init__(self, args: argparse.Namespace, backend: str) -> None:
+        self.args = args
+        self.backend = backend
+        self.tmp = Path(tempfile.mkdtemp(prefix="soak-"))
+        self.redis: subprocess.Popen[bytes] | None = None
+        self.redis_port = 0
+        self.server: subprocess.Popen[bytes] | None = None
+        self.port = free_port()
+
+    def __enter__(self) -> Services:
+        env = {**os.environ, "PYTHONPATH": str(REPO), "SOAK_PING_INTERVAL": str(self.args.ping_interval),
+               "SOAK_PING_TIMEOUT": str(self.args.ping_timeout)}
+        if self.backend == "redis":
+            binary = shutil.which("redis-server")
+            if binary is None:
+                raise RuntimeError("redis-server is not installed (apt-get install -y redis-server)")
+            self.redis_port = free_port()
+            self.redis = subprocess.Popen(
+                [binary, "--port", str(self.redis_port), "--bind", HOST, "--save", "", "--appendonly", "no",
+                 "--dir", str(self.tmp), "--loglevel", "warning"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_port(self.redis_port, self.redis)
+            env["SOAK_BACKEND"] = f"redis://{HOST}:{self.redis_port}/0"
+        self.log = (self.tmp / "server.log").open("wb")
+        self.server = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "soak_app:app", "--app-dir", str(BENCH / "servers"), "--host", HOST,
+             "--port", str(self.port), "--ws", "websockets-sansio", "--log-level", "warning", "--lifespan", "on",
+             "--ws-ping-interval", "0", "--no-access-log"],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        wait_port(self.port, self.server)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in (self.server, self.redis):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+        self.log.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def server_log(self) -> str:
+        return (self.tmp / "server.log").read_text(errors="replace")
+
+    def stats(self, collect: bool = False) -> dict[str, Any]:
+        url = f"http://{HOST}:{self.port}/soak/stats" + ("?gc=1" if collect else "")
+        with urllib.request.urlopen(url, timeout=10) as reply:  # loopback only
+            return json.loads(reply.read())  # type: ignore[no-any-return]
+
+    def sample(self, t: float) -> dict[str, Any]:
+        assert self.server is not None
+        proc = psutil.Process(self.server.pid)
+        st = self.stats()
+        row = {"t": round(t, 2), "rss_mib": proc.memory_info().rss / 2**20, "fds": proc.num_fds(),
+               "tasks": st["tasks"], **st["router"], **st["backend"], "handled": st["handled"]}
+        if self.redis is not None:
+            import redis
+
+            client = redis.Redis(host=HOST, port=self.redis_port)
+            try:
+                row["redis_keys"] = client.dbsize()
+                row["redis_mib"] = client.info("memory")["used_memory"] / 2**20
+            finally:
+                client.close()
+        return row
+
+
+def slope_per_hour(rows: list[dict[str, Any]], key: str) -> float | None:
+    points = [(r["t"], r[key]) for r in rows if r.get(key) is not None]
+    if len(points) < 3:
+        return None
+    n = len(points)
+    mt = sum(t for t, _ in points) / n
+    mv = sum(v for _, v in points) / n
+    var = sum((t - mt) ** 2 for t, _ in points)
+    if var == 0:
+        return None
+    return sum((t - mt) * (v - mv) for t, v in points) / var * 3600
+
+
+async def soak(args: argparse.Namespace, backend: str) -> dict[str, Any]:
+    with Services(args, backend) as services:
+        proxy = FaultProxy(services.port)
+        await proxy.start()
+        urls = (f"ws://{HOST}:{services.port}/ws/", f"ws://{HOST}:{proxy.port}/ws/")
+        tally = Tally()
+        stop = asyncio.Event()
+        ready = asyncio.Event()
+        sent: dict[str, int] = {}
+        rows: list[dict[str, Any]] = []
+        t0 = time.monotonic()
+        stayer_task = asyncio.create_task(stayers_run(args, urls[0], tally, stop, ready))
+        await asyncio.wait_for(ready.wait(), 60)
+        tasks = [asyncio.create_task(broadcaster(args, urls[0], tally, stop, sent, ready))]
+        tasks += [asyncio.create_task(churner(slot, args, urls, proxy, tally, stop)) for slot in range(args.slots)]
+        duration = args.minutes * 60
+        next_sample = t0
+        while (now := time.monotonic()) < t0 + duration:
+            if now >= next_sample:
+                row = await asyncio.to_thread(services.sample, now - t0)
+                rows.append(row)
+                print(f"{backend} t={row['t']:7.1f}s links={row['links']:5d} rss={row['rss_mib']:7.1f} MiB "
+                      f"fds={row['fds']:5d} tasks={row['tasks']:5d} acked={tally.acked} sessions={tally.sessions}",
+                      flush=True)
+                next_sample += args.sample
+            await asyncio.sleep(min(1.0, max(0.0, next_sample - time.monotonic())))
+        stop.set()
+        await asyncio.gather(*tasks)
+        stayers = await stayer_task
+        # Every departure has reached the server: the dropped ones through its heartbeat.
+        settle = args.ping_interval + args.ping_timeout + 10
+        deadline = time.monotonic() + settle
+        while time.monotonic() < deadline:
+            left = (await asyncio.to_thread(services.stats))["router"]["links"]
+            if left == len(stayers):
+                break
+            await asyncio.sleep(0.5)
+        final = await asyncio.to_thread(services.stats, True)
+        end_row = await asyncio.to_thread(services.sample, time.monotonic() - t0)
+        # Broadcasts: every stayer got every shout of its rooms, once and in order.
+        missing = 0
+        for stayer in stayers:
+            for room in stayer.rooms:
+                got = stayer.session.shouts.get(room, [])
+                want = list(range(1, sent.get(room, 0) + 1))
+                if got != want:
+                    missing += 1
+                    first = next((i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b),
+                                 min(len(got), len(want)))
+                    tally.problems.append(f"stayer {stayer.slot} in {room}: got {len(got)} of {len(want)} shouts, "
+                                          f"first difference at {first}")
+            await stayer.session.close()
+        await proxy.stop()
+        warm = [r for r in rows if r["t"] >= duration * args.warmup]
+        slopes = {k: slope_per_hour(warm, k) for k in WATCHED}
+        means = {}
+        for k in WATCHED:
+            values = [r[k] for r in warm if r.get(k) is not None]
+            if values:
+                means[k] = sum(values) / len(values)
+        checks = {
+            "acked": tally.acked,
+            "handled": final["handled"],
+            "duplicates": final["duplicates"],
+            "gaps": final["gaps"],
+            "exactly_once": final["handled"] == tally.acked and final["duplicates"] == 0 and final["gaps"] == 0,
+            "broadcasts_sent": sum(sent.values()),
+            "stayer_rooms_incomplete": missing,
+            "links_after": final["router"]["links"],
+            "stayers": len(stayers),
+            "problems": tally.problems[:50],
+            "problem_count": len(tally.problems),
+        }
+        errors = [line for line in services.server_log().splitlines() if "ERROR" in line or "Traceback" in line]
+        checks["server_errors"] = errors[:20]
+        ok = (checks["exactly_once"] and not missing and not tally.problems and not errors
+              and checks["links_after"] == len(stayers) + 0)
+        return {"backend": backend, "ok": ok, "sessions": tally.sessions, "drops": tally.drops,
+                "closes": tally.closes, "connect_failures": tally.connect_failures, "checks": checks,
+                "slopes_per_hour": slopes, "means_after_warmup": means, "samples": rows, "end": end_row}
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [("rss_mib", "server RSS (MiB)"), ("fds", "open files"), ("tasks", "asyncio tasks"),
+            ("links", "WebSockets"), ("rooms", "rooms (hub)"), ("redis_keys", "Redis keys")]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5), constrained_layout=True)
+    for ax, (key, title) in zip(axes.flat, keys, strict=True):
+        for res in results:
+            pts = [(r["t"] / 60, r[key]) for r in res["samples"] if r.get(key) is not None]
+            if pts:
+                slope = res["slopes_per_hour"].get(key)
+                label = res["backend"] + (f" ({slope:+.1f}/h)" if slope is not None else "")
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label)
+        ax.set_title(title)
+        ax.set_xlabel("minutes")
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=8)
+    fig.suptitle("Soak: churning connections, drops without close frames, acked emits, broadcasts")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--backends", default="memory,redis")
+    p.add_argument("--minutes", type=float, default=20)
+    p.add_argument("--slots", type=int, default=2000, help="client slots (connections at any time)")
+    p.add_argument("--stayers", type=int, default=None, help="slots connected all along (default: a tenth)")
+    p.add_argument("--churn", type=float, default=50, help="connections that come and go per second")
+    p.add_argument("--rooms", type=int, default=50)
+    p.add_argument("--emit-every", type=float, default=2.0, help="mean seconds between acked emits per connection")
+    p.add_argument("--shouts", type=float, default=20, help="broadcasts per second")
+    p.add_argument("--sample", type=float, default=10, help="seconds between samples")
+    p.add_argument("--warmup", type=float, default=0.25, help="share of the run left out of the slopes")
+    p.add_argument("--ping-interval", type=float, default=5)
+    p.add_argument("--ping-timeout", type=float, default=5)
+    p.add_argument("--timeout", type=float, default=30, help="seconds for a connect or an ack")
+    p.add_argument("--max-connect-failures", type=int, default=0)
+    p.add_argument("--out", default=None)
+    p.add_argument("--plot", default=None, help="write the figure here (e.g. docs/img/soak.png)")
+    p.add_argument("--smoke", action="store_true", help="a short run that checks correctness only")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.minutes, args.slots, args.churn, args.rooms = 0.25, 40, 8, 5
+        args.emit_every, args.shouts, args.sample = 0.3, 10, 3
+        args.ping_interval, args.ping_timeout = 1, 1
+    if args.stayers is None:
+        args.stayers = max(2, args.slots // 10)
+    args.slots -= args.stayers
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.time()
+    results = [asyncio.run(soak(args, backend)) for backend in args.backends.split(",") if backend]
+    out = Path(args.out) if args.out else (RESULTS / "tmp" / "soak-smoke.json" if args.smoke else RESULTS / "soak.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    record = {"argv": sys.argv[1:] if argv is None else argv, "config": vars(args), "started": started,
+              "machine": {"python": platform.python_version(), "kernel": platform.release(), "cpus": os.cpu_count()},
+              "results": results}
+    out.write_text(json.dumps(record, indent=1, default=str))
+    if args.plot:
+        plot(results, Path(args.plot))
+    for res in results:
+        c = res["checks"]
+        print(f"\n{res['backend']}: {'OK' if res['ok'] else 'FAILED'}: {res['sessions']} sessions "
+              f"({res['drops']} dropped without a close frame), {c['acked']} acked emits, {c['handled']} handled, "
+              f"{c['duplicates']} duplicates, {c['gaps']} gaps, {c['broadcasts_sent']} broadcasts, "
+              f"{c['stayer_rooms_incomplete']} stayer rooms incomplete, {c['links_after']} links after "
+              f"({c['stayers']} stayers)")
+        for key, slope in res["slopes_per_hour"].items():
+            if slope is not None:
+                print(f"  {key:12s} mean {res['means_after_warmup'].get(key, 0):10.1f}  slope {slope:+10.2f}/h")
+        for line in c["problems"][:10] + c["server_errors"][:10]:
+            print("  " + line)
+    print(f"results: {out}")
+    return 0 if all(res["ok"] for res in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
