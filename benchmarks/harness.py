@@ -121,6 +121,8 @@ SERVERS: dict[str, ServerSpec] = {
         ServerSpec("node", "Node socket.io", "sio", "/socket.io/?EIO=4&transport=websocket", "node",
                    "node_socketio.js"),
         ServerSpec("ours", "starlette-realtime", "rt", "/ws/", "uvicorn", "ours:app"),  # Mount needs the slash
+        # ours on the package of the checkout at BENCH_BASE_TREE: before/after comparisons in one run.
+        ServerSpec("ours-base", "starlette-realtime (base)", "rt", "/ws/", "uvicorn", "ours:app"),
         # A few-line stand-in that speaks docs/protocol.md, to test the "rt" dialect before ours exists. Not a peer.
         ServerSpec("rtmock", "rt.v1 mock", "rt", "/ws", "uvicorn", "rt_mock:app"),
     ]
@@ -290,8 +292,16 @@ class Server:
         env = dict(os.environ)
         env.update(self.env)
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        if self.spec.key == "ours-base":
+            # The same server file on the package of another checkout (BENCH_BASE_TREE), for before/after runs.
+            base = os.environ.get("BENCH_BASE_TREE")
+            if not base:
+                raise RuntimeError("ours-base needs BENCH_BASE_TREE=<a checkout of the commit to compare with>")
+            env["PYTHONPATH"] = os.pathsep.join([base, env["PYTHONPATH"]])
+        # `python -m` puts the working directory first on sys.path: the base tree's, for ours-base.
+        cwd = os.environ.get("BENCH_BASE_TREE", REPO) if self.spec.key == "ours-base" else REPO
         self.proc = subprocess.Popen(
-            self.spec.command(self.port), cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log,
+            self.spec.command(self.port), cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=self._set_affinity,
         )
         log.close()
