@@ -31,10 +31,16 @@ def test_a_handler_that_takes_a_second_parameter_gets_the_metadata() -> None:
     def with_meta(data: Any, meta: EventMeta) -> None:
         calls.append((data, meta.namespace, meta.room, meta.offset))
 
+    def meta_by_name(data: Any, meta: EventMeta | None = None) -> None:
+        calls.append(("by name", meta is not None))
+
     handlers.add("/chat", "said", with_meta)
     handlers.add("/chat", "said", calls.append)  # one parameter: the payload only
+    handlers.add("/chat", "said", meta_by_name)
+    for event in ("a", "b"):  # a defaulted second parameter binds a loop variable: it is not the metadata
+        handlers.add("/chat", "said", lambda data, event=event: calls.append((event, data)))
     handlers.notify(META, "hi")
-    assert calls == [("hi", "/chat", "lobby", 7), "hi"]
+    assert calls == [("hi", "/chat", "lobby", 7), "hi", ("by name", True), ("a", "hi"), ("b", "hi")]
 
 
 def test_the_catch_all_gets_events_without_a_handler_of_their_own() -> None:

@@ -188,9 +188,10 @@ class RealtimeClient:
 
         Every handler of an event runs, in the order added. A handler is sync or async and gets the
         payload, plus an :class:`EventMeta` (namespace, event, room, epoch, offset) when it takes a
-        second positional parameter. For a call from the server the first handler's return value is
-        the ack. The event ``"*"`` adds a catch-all handler, called ``handler(event, data)`` (or
-        ``handler(event, data, meta)``) for the server's events that have no handler of their own.
+        second positional parameter without a default (or named ``meta``). For a call from the
+        server the first handler's return value is the ack. The event ``"*"`` adds a catch-all
+        handler, called ``handler(event, data)`` (or ``handler(event, data, meta)``) for the
+        server's events that have no handler of their own.
 
         Client events, the same as the browser client's: ``connect`` (data:
         ``{"sid", "recovered", "recovery_failed"}``), ``disconnect`` (``{"reason", "code"}``),

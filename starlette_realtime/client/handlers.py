@@ -1,7 +1,8 @@
 """The client's event handlers: several per event, a catch-all, and the event's metadata when asked for.
 
 A handler is a sync or async callable. It gets the payload, and also an :class:`EventMeta` when its
-signature has a second positional parameter (``def on_said(msg, meta)``). A catch-all handler,
+signature has a second positional parameter without a default, or named ``meta``
+(``def on_said(msg, meta)``). A catch-all handler,
 registered for the event ``"*"``, gets the event's name first (``def anything(event, data)`` or
 ``def anything(event, data, meta)``) and runs for the server's events that have no handler of their
 own, as python-socketio's ``@sio.on("*")`` does.
@@ -59,13 +60,18 @@ class _Registered:
 
 
 def _takes_meta(func: Handler, positional: int) -> bool:
-    """Whether ``func`` names a positional parameter beyond the ``positional`` ones it always gets."""
+    """Whether ``func`` asks for the metadata after the ``positional`` arguments it always gets.
+
+    It does with one more positional parameter that has no default, or that is named ``meta``.
+    A defaulted one is left alone: ``lambda data, event=event: ...`` binds a loop variable.
+    """
     try:
-        params = inspect.signature(func).parameters.values()
+        params = list(inspect.signature(func).parameters.values())
     except (TypeError, ValueError):  # builtins such as print have no signature: give them the payload only
         return False
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return sum(1 for p in params if p.kind in kinds) > positional
+    extra = [p for p in params if p.kind in kinds][positional:]
+    return bool(extra) and (extra[0].default is inspect.Parameter.empty or extra[0].name == "meta")
 
 
 class Handlers:
