@@ -27,6 +27,7 @@ from .config import RealtimeConfig
 from .connection import Connection, ConnectionState
 from .core import Close, CloseNamespace, DedupWindow, Dispatch, Open, Refuse, Resolve, Send, SessionCore
 from .exceptions import AckError, CallTimeout, ProtocolError, Rejected
+from .fastpath import preframed
 from .frames import PROTOCOL_VERSION, Ack, Connect, ConnectError, Disconnect, Event, Frame, Hello
 from .identity import user_key
 from .metrics import Metrics
@@ -107,6 +108,7 @@ class Link:
             overflow=Overflow(cfg.overflow),
             on_overflow=self._overflowed,
             on_drop=node.metrics.dropped,
+            preframed=preframed(scope),
         )
         self.connections: dict[str, Connection] = {}
         self.calls: dict[int, tuple[str, asyncio.Future[Any]]] = {}
