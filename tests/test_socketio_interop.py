@@ -29,8 +29,27 @@ def server() -> Iterator[ServerThread]:
         yield srv
 
 
+@pytest.fixture(scope="module")
+def preframed_server() -> Iterator[ServerThread]:
+    """Our uvicorn protocol that takes pre-framed broadcasts (room emits bypass the wire's send)."""
+    from starlette_realtime.fastpath.uvicorn import PreframedProtocol
+
+    app, _ = make_app(ping_interval=2.0, ping_timeout=2.0)
+    with serve(app, ws=PreframedProtocol) as srv:
+        yield srv
+
+
 @pytest.mark.parametrize("mode", ["polling", "websocket"])
 def test_socketio_client_in_node(server: ServerThread, mode: str) -> None:
+    run_node(server, mode)
+
+
+@pytest.mark.parametrize("mode", ["polling", "websocket"])
+def test_socketio_client_in_node_with_preframed_broadcasts(preframed_server: ServerThread, mode: str) -> None:
+    run_node(preframed_server, mode)
+
+
+def run_node(server: ServerThread, mode: str) -> None:
     need("node", "socket.io-client")
     node = shutil.which("node")
     assert node is not None

@@ -269,7 +269,10 @@ class EngineIO:
             live = self._new_session(Transport.POLLING)
             live.engine.begin_get()
             body = live.engine.take_get_body() or b""
-            self._tg.start_soon(self._run_serve, live, {**scope, "type": "websocket", "subprotocols": []})
+            # A WebSocket-shaped scope for the socket server; no HTTP extension applies to it (a pre-framed
+            # writer, were one offered, would write into this request instead of the session's transport).
+            ws_scope = {**scope, "type": "websocket", "subprotocols": [], "extensions": {}}
+            self._tg.start_soon(self._run_serve, live, ws_scope)
             await _respond(send, 200, body, _TEXT_HEADERS)
         elif method == "GET":
             await self._poll(self.sessions[checked.sid], receive, send)
