@@ -68,3 +68,17 @@ def make_app(**options: Any) -> tuple[Starlette, RealtimeRouter]:
     app = Starlette(lifespan=realtime.lifespan)
     app.mount("/", realtime)
     return app, realtime
+
+
+def __getattr__(name: str) -> Any:
+    """``uvicorn tests.socketio.app:node``: one node on Redis (REDIS_URL, NODE_ID, SECRET from the environment)."""
+    if name != "node":
+        raise AttributeError(name)
+    import os
+
+    from starlette_realtime.backends.redis import RedisBackend
+
+    node_id = os.environ.get("NODE_ID", "node")
+    backend = RedisBackend(os.environ["REDIS_URL"], node_id=node_id)
+    app, _ = make_app(backend=backend, secret_key=os.environ.get("SECRET", "socketio-secret"), node_id=node_id)
+    return app

@@ -1,0 +1,56 @@
+"""Socket.IO clients on two uvicorn nodes sharing one redis-server: a room spans nodes and wires."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import pytest
+
+from starlette_realtime.client import RealtimeClient
+from tests.procs import Node, RedisServer
+
+pytestmark = [pytest.mark.redis]
+
+
+@pytest.fixture(scope="module")
+def nodes() -> Iterator[list[Node]]:
+    with RedisServer() as redis:
+        secret = secrets.token_hex(16)
+        env = {"REDIS_URL": redis.url, "SECRET": secret}
+        started = [Node("tests.socketio.app:node", {**env, "NODE_ID": f"sio{i}"}) for i in range(2)]
+        try:
+            for node in started:
+                node.start()
+            yield started
+        finally:
+            for node in started:
+                node.terminate(5)
+
+
+async def test_a_room_spans_two_nodes_and_both_wires(nodes: list[Node]) -> None:
+    import socketio  # type: ignore[import-untyped]
+
+    a = socketio.AsyncClient(reconnection=False)  # WebSocket-only, on node 0
+    b = socketio.AsyncClient(reconnection=False)  # polling then upgrade, on node 1
+    got: dict[str, list[Any]] = {"a": [], "b": [], "ours": []}
+    a.on("said", got["a"].append)
+    b.on("said", got["b"].append)
+    with anyio.fail_after(30):
+        await a.connect(nodes[0].http, transports=["websocket"], wait_timeout=10)
+        await b.connect(nodes[1].http, wait_timeout=10)
+        async with RealtimeClient(nodes[1].url + "/") as ours:
+            ours.on("said", got["ours"].append)
+            for client in (a, b):
+                assert await client.call("join", "across", timeout=5) == ["across"]
+            assert await ours.call("join", "across", timeout=5) == ["across"]
+            await a.call("say", ("across", "from node 0"), timeout=5)
+            await ours.call("say", ["across", "from node 1"], timeout=5)
+            while any(len(v) < 2 for v in got.values()):
+                await anyio.sleep(0.02)
+        await a.disconnect()
+        await b.disconnect()
+    expected = [{"text": "from node 0"}, {"text": "from node 1"}]
+    assert got == {"a": expected, "b": expected, "ours": expected}
