@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 import pytest
 import websockets
-from conftest import ServerThread, serve
+from conftest import ServerThread, eventually, serve
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
@@ -715,9 +715,7 @@ def test_the_fuzzer_saw_every_kind_of_outcome(env: Env, fuzzer: Fuzzer) -> None:
 
     async def drained() -> None:
         await env.check_control()
-        async with asyncio.timeout(5):
-            while len(env.ticks) < env.sent:
-                await asyncio.sleep(0.01)
+        await eventually(lambda: len(env.ticks) >= env.sent, message="the listener to hear every control message")
 
     env.runner.run(drained())
     # The listener got every message the control said, in order, all along.
