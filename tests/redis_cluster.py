@@ -225,3 +225,28 @@ def redis_cluster_fixture() -> Iterator[LocalRedisCluster]:
         yield cluster.start()
     finally:
         cluster.stop()
+
+
+def migrate_slot(cluster: LocalRedisCluster, slot: int, source: ClusterNode, target: ClusterNode) -> int:
+    """Move one slot, keys included, from ``source`` to ``target`` (what ``redis-cli --cluster reshard`` does).
+
+    Returns:
+        How many keys moved.
+    """
+    topo = cluster.topology()
+    source_id, target_id = topo[source.port]["id"], topo[target.port]["id"]
+    target.cli("cluster", "setslot", str(slot), "importing", source_id)
+    source.cli("cluster", "setslot", str(slot), "migrating", target_id)
+    moved = 0
+    while True:
+        keys = source.cli("cluster", "getkeysinslot", str(slot), "100").split()
+        if not keys:
+            break
+        out = source.cli("migrate", "127.0.0.1", str(target.port), "", "0", "5000", "keys", *keys)
+        if "OK" not in out and "NOKEY" not in out:
+            raise RuntimeError(f"MIGRATE failed: {out}")
+        moved += len(keys)
+    for port, info in topo.items():
+        if info["role"] == "master" and cluster.node(port).alive:
+            cluster.node(port).cli("cluster", "setslot", str(slot), "node", target_id)
+    return moved
