@@ -57,6 +57,9 @@ class RedisSubscriber:
         self.last_error: str | None = None
         self._channels: Channels | None = None
         self._actual: set[bytes] = set()
+        #: Channels whose wanted state changed since the flusher last looked (it
+        #: never scans every room: a node holds one per connection, its ``#sid``).
+        self._pending: set[bytes] = set()
         self._dirty = asyncio.Event()
         self._waiters: list[asyncio.Future[None]] = []
         self._tg: anyio.abc.TaskGroup | None = None
@@ -77,12 +80,14 @@ class RedisSubscriber:
         if sub is None:
             sub = self.rooms[channel] = RoomSub(ns, room, channel)
         sub.wanted = True
+        self._pending.add(channel)
         await self._sync()
 
     async def unsubscribe(self, ns: str, room: str) -> None:
         sub = self.rooms.get(self.backend.names.channel(ns, room))
         if sub is not None:
             sub.wanted = False
+            self._pending.add(sub.channel)
             await self._sync()
 
     async def _sync(self) -> None:
@@ -166,6 +171,7 @@ class RedisSubscriber:
         be = self.backend
         channels = self._channels = self._open_channels()
         self._actual = set()
+        self._pending.clear()  # the session subscribes every wanted room; later changes land here again
         self.sessions += 1
         # Rooms we delivered from before must catch up; their live messages wait.
         for channel, sub in list(self.rooms.items()):
@@ -217,16 +223,19 @@ class RedisSubscriber:
             await self._dirty.wait()
             self._dirty.clear()
             waiters, self._waiters = self._waiters, []
-            adds = [ch for ch, sub in self.rooms.items() if sub.wanted and ch not in self._actual]
-            drops = [ch for ch in self._actual if ch not in self.rooms or not self.rooms[ch].wanted]
+            pending, self._pending = self._pending, set()
+            rooms = self.rooms
+            adds = [ch for ch in pending if ch in rooms and rooms[ch].wanted and ch not in self._actual]
+            drops = [ch for ch in pending if ch in self._actual and (ch not in rooms or not rooms[ch].wanted)]
             await channels.add(adds)
             self._actual.update(adds)
             if drops:
                 await channels.drop(drops)
                 self._actual.difference_update(drops)
-            for ch, sub in list(self.rooms.items()):
-                if not sub.wanted and ch not in self._actual:
-                    del self.rooms[ch]
+            for ch in pending:
+                sub = rooms.get(ch)
+                if sub is not None and not sub.wanted and ch not in self._actual:
+                    del rooms[ch]
             if adds or drops:
                 await channels.barrier()
             fresh = [self.rooms[ch] for ch in adds if ch in self.rooms and self.rooms[ch].epoch is None]
