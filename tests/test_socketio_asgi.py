@@ -17,7 +17,8 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from starlette_realtime.socketio.asgi import EngineIO, Receive, Send, unpack_unit
+from starlette_realtime.socketio.asgi import EngineIO, Receive, Send
+from starlette_realtime.socketio.packets import unpack_unit
 from tests.conftest import ServerThread, serve
 
 PI, PT = 0.3, 0.2

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from starlette_realtime.exceptions import ProtocolError
 from starlette_realtime.socketio import engineio, packets
-from starlette_realtime.socketio.asgi import pack_unit
+from starlette_realtime.socketio.packets import pack_unit
 from starlette_realtime.socketio.session import CLOSE_CODES, EngineSession, Transport, Verdict
 from starlette_realtime.socketio.wire import SocketIOWire
 

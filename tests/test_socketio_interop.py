@@ -16,6 +16,7 @@ import anyio
 import pytest
 
 from starlette_realtime.client import RealtimeClient
+from starlette_realtime.socketio import SocketIOOptions
 from tests.conftest import ROOT, ServerThread, need, serve
 from tests.socketio.app import make_app
 
@@ -120,3 +121,26 @@ async def test_a_room_spans_both_wires(server: ServerThread) -> None:
     expected = [{"text": "from socket.io"}, {"text": "from ours"}]
     assert sio_got == expected
     assert ours_got == expected
+
+
+@pytest.fixture(scope="module")
+def recovering_server() -> Iterator[ServerThread]:
+    app, _ = make_app(socketio=SocketIOOptions(recovery=True), ping_interval=2.0, ping_timeout=2.0)
+    with serve(app) as srv:
+        yield srv
+
+
+@pytest.mark.parametrize("mode", ["polling", "websocket"])
+def test_an_abrupt_drop_is_recovered_with_nothing_lost(recovering_server: ServerThread, mode: str) -> None:
+    need("node", "socket.io-client")
+    node = shutil.which("node")
+    assert node is not None
+    run = subprocess.run(
+        [node, "recovery.mjs", recovering_server.http, mode, "200"],
+        cwd=NODE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert '"connects":[false,true]' in run.stdout

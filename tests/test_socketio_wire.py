@@ -21,7 +21,7 @@ from starlette_realtime.frames import (
     Pong,
     Position,
 )
-from starlette_realtime.socketio.asgi import pack_unit
+from starlette_realtime.socketio.packets import pack_unit
 from starlette_realtime.socketio.wire import Args, SocketIOWire, decode_offset, encode_offset
 
 W = SocketIOWire(recovery=True)

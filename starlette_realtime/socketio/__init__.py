@@ -6,6 +6,7 @@ machine), :mod:`.packets` (Socket.IO packets and binary attachments).  None of
 them awaits or does I/O.  docs/socketio.md describes what is supported.
 """
 
+from .server import SocketIOOptions
 from .wire import Args, SocketIOWire
 
-__all__ = ["Args", "SocketIOWire"]
+__all__ = ["Args", "SocketIOOptions", "SocketIOWire"]

@@ -5,7 +5,7 @@ session, a ``serve(scope, receive, send)`` coroutine with ASGI-websocket-shaped
 callables, whatever the transport: ``receive()`` returns ``websocket.receive``
 messages (``text`` for one Engine.IO packet such as ``'42["ev",1]'`` or ``"3"``;
 ``bytes`` for a binary Socket.IO packet grouped with its attachments, see
-:func:`pack_unit`) and finally ``websocket.disconnect``; ``send()`` takes
+:func:`.packets.pack_unit`) and finally ``websocket.disconnect``; ``send()`` takes
 ``websocket.send`` messages whose text is an Engine.IO polling payload (one or
 more packets, ``\\x1e``-separated, binary as ``b`` + base64) and
 ``websocket.close``.  The wire above (:mod:`.wire`) speaks exactly that.
@@ -33,14 +33,14 @@ from typing import Any, Final
 from urllib.parse import parse_qsl
 
 import anyio
-import msgspec
 from anyio.abc import TaskGroup
 
 from ..exceptions import ProtocolError
 from . import engineio
 from .engineio import RequestError
-from .packets import Reassembler
+from .packets import Reassembler, pack_unit
 from .session import EngineSession, Transport, Verdict
+from .wire import RecoveryEcho
 
 logger = logging.getLogger(__name__)
 
@@ -52,25 +52,6 @@ Serve = Callable[[dict[str, Any], Receive, Send], Awaitable[None]]
 _TEXT_HEADERS: Final = [(b"content-type", b"text/plain; charset=UTF-8"), (b"cache-control", b"no-store")]
 _JSON_HEADERS: Final = [(b"content-type", b"application/json")]
 _INBOX_SIZE: Final = 64
-_unit_encoder: Final = msgspec.msgpack.Encoder()
-_unit_decoder: Final = msgspec.msgpack.Decoder(tuple[str, list[bytes]])
-
-
-def pack_unit(unit: list[str | bytes]) -> bytes:
-    """Pack a binary packet's text and attachments into the ``bytes`` of one ``websocket.receive``."""
-    return _unit_encoder.encode((unit[0], unit[1:]))
-
-
-def unpack_unit(data: bytes) -> tuple[str, list[bytes]]:
-    """Undo :func:`pack_unit`: the packet's text and its attachments.
-
-    Raises:
-        ProtocolError: the bytes are not a packed unit.
-    """
-    try:
-        return _unit_decoder.decode(data)  # type: ignore[no-any-return]
-    except msgspec.DecodeError:
-        raise ProtocolError("not a packed binary packet") from None
 
 
 def _message(unit: str | list[str | bytes]) -> Message:
@@ -82,10 +63,11 @@ def _message(unit: str | list[str | bytes]) -> Message:
 class _Live:
     """The I/O side of one session: its state machine, its inbox, its waiting GET and its WebSocket."""
 
-    __slots__ = ("engine", "inbox", "inbox_reader", "reassembler", "wake", "write_lock", "ws_closed", "ws_send")
+    __slots__ = ("echo", "engine", "inbox", "inbox_reader", "reassembler", "wake", "write_lock", "ws_closed", "ws_send")
 
-    def __init__(self, engine: EngineSession) -> None:
+    def __init__(self, engine: EngineSession, echo: RecoveryEcho | None) -> None:
         self.engine = engine
+        self.echo = echo
         self.reassembler = Reassembler()
         self.wake = anyio.Event()
         self.ws_send: Send | None = None
@@ -108,6 +90,8 @@ class EngineIO:
         heartbeat: whether this object sends the pings and closes silent sessions;
             turn it off when ``serve`` drives the heartbeat (it then sends ``"2"``
             and receives the ``"3"`` answers).
+        echo_pids: put the ``pid`` a client presented back into a recovered
+            CONNECT reply (:class:`~.wire.RecoveryEcho`).
         clock: the monotonic clock, in seconds.
     """
 
@@ -119,6 +103,7 @@ class EngineIO:
         ping_timeout: float = 20.0,
         max_payload: int = 1_000_000,
         heartbeat: bool = True,
+        echo_pids: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._serve = serve
@@ -126,6 +111,7 @@ class EngineIO:
         self.ping_timeout = ping_timeout
         self.max_payload = max_payload
         self.heartbeat = heartbeat
+        self.echo_pids = echo_pids
         self._clock = clock
         self.sessions: dict[str, _Live] = {}
         self._tg: TaskGroup | None = None
@@ -156,7 +142,7 @@ class EngineIO:
             max_payload=self.max_payload,
             heartbeat=self.heartbeat,
         )
-        live = self.sessions[sid] = _Live(engine)
+        live = self.sessions[sid] = _Live(engine, RecoveryEcho() if self.echo_pids else None)
         return live
 
     def _transport_of(self, sid: str) -> str | None:
@@ -209,6 +195,8 @@ class EngineIO:
                 live.engine.close("parse error")
                 return
             if unit is not None:
+                if live.echo is not None and isinstance(unit, str):
+                    live.echo.inbound(unit)
                 try:
                     await live.inbox.send(_message(unit))
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -225,7 +213,10 @@ class EngineIO:
             kind = message["type"]
             if kind == "websocket.send":
                 text = message.get("text")
-                live.engine.send_payload(text if text is not None else message["bytes"].decode())
+                payload = text if text is not None else message["bytes"].decode()
+                if live.echo is not None:
+                    payload = live.echo.outbound(payload)
+                live.engine.send_payload(payload)
             elif kind == "websocket.close":
                 live.engine.close("server close", message.get("code"))
             await self._flush(live)
@@ -370,6 +361,8 @@ class EngineIO:
                         engine.close("parse error")
                         break
                     if unit is not None:
+                        if live.echo is not None and isinstance(unit, str):
+                            live.echo.inbound(unit)
                         pending.append(_message(unit))
                 await self._flush(live)
             return pending.popleft()
@@ -380,6 +373,9 @@ class EngineIO:
                 text = message.get("text")
                 if text == "":  # a frame with no Socket.IO form (the wire encodes it as nothing)
                     return
+                if live.echo is not None and text is not None and text.startswith("40"):
+                    text = live.echo.outbound(text)
+                    message = {"type": "websocket.send", "text": text}
                 if text is not None and "\x1e" not in text and text[:1] != "b":
                     if not engine.closed:
                         async with live.write_lock:
@@ -465,4 +461,4 @@ async def _respond(send: Send, status_code: int, body: bytes, headers: list[tupl
     await send({"type": "http.response.body", "body": body})
 
 
-__all__ = ["EngineIO", "pack_unit", "unpack_unit"]
+__all__ = ["EngineIO"]

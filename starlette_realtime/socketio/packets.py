@@ -331,6 +331,27 @@ def reconstruct(packet: Packet, attachments: list[bytes]) -> Packet:
     return packet
 
 
+_unit_encoder: Final = msgspec.msgpack.Encoder()
+_unit_decoder: Final = msgspec.msgpack.Decoder(tuple[str, list[bytes]])
+
+
+def pack_unit(unit: list[str | bytes]) -> bytes:
+    """Pack a binary packet's text and attachments into the ``bytes`` of one ``websocket.receive``."""
+    return _unit_encoder.encode((unit[0], unit[1:]))
+
+
+def unpack_unit(data: bytes) -> tuple[str, list[bytes]]:
+    """Undo :func:`pack_unit`: the packet's text and its attachments.
+
+    Raises:
+        ProtocolError: the bytes are not a packed unit.
+    """
+    try:
+        return _unit_decoder.decode(data)  # type: ignore[no-any-return]
+    except msgspec.DecodeError:
+        raise ProtocolError("not a packed binary packet") from None
+
+
 __all__ = [
     "MAX_ACK_ID",
     "MAX_ATTACHMENTS",
@@ -343,5 +364,7 @@ __all__ = [
     "decode",
     "encode",
     "header",
+    "pack_unit",
     "reconstruct",
+    "unpack_unit",
 ]

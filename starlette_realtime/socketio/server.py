@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+import msgspec
+
 from .asgi import EngineIO, Receive, Send
 from .engineio import RequestError
 from .wire import SocketIOWire
@@ -26,6 +28,21 @@ from .wire import SocketIOWire
 DEFAULT_PATH: Final = "/socket.io"
 
 Scope = dict[str, Any]
+
+
+class SocketIOOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """Options of the Socket.IO endpoint: ``RealtimeRouter(..., socketio=SocketIOOptions(recovery=True))``.
+
+    Attributes:
+        path: where Socket.IO clients connect, under the router's mount.
+        recovery: connection state recovery for Socket.IO 4.6+ clients: CONNECT
+            replies carry ``pid`` and room events their stream position as a last
+            argument, as a Socket.IO server with ``connectionStateRecovery`` does
+            (handlers of python-socketio clients then get that extra argument).
+    """
+
+    path: str = DEFAULT_PATH
+    recovery: bool = False
 ServeWire = Callable[[Scope, Receive, Send, SocketIOWire], Awaitable[None]]
 
 
@@ -38,9 +55,7 @@ class SocketIOServer:
         ping_interval: the router's heartbeat interval (seconds).
         ping_timeout: the router's heartbeat timeout (seconds).
         max_payload: the largest message accepted (the router's ``max_message_size``).
-        path: the path under the router's mount.
-        recovery: whether CONNECT replies carry ``pid`` and room events their stream
-            position, for Socket.IO clients' connection state recovery.
+        options: ``True`` for the defaults, or :class:`SocketIOOptions`.
     """
 
     def __init__(
@@ -51,11 +66,12 @@ class SocketIOServer:
         ping_interval: float,
         ping_timeout: float,
         max_payload: int,
-        path: str = DEFAULT_PATH,
-        recovery: bool = False,
+        options: bool | SocketIOOptions = True,
     ) -> None:
-        self.wire = SocketIOWire(recovery=recovery)
-        self.path = path.rstrip("/")
+        opts = options if isinstance(options, SocketIOOptions) else SocketIOOptions()
+        self.options = opts
+        self.wire = SocketIOWire(recovery=opts.recovery)
+        self.path = opts.path.rstrip("/")
         self._serve = serve
         self._allows_origin = allows_origin
         self.engine = EngineIO(
@@ -64,6 +80,7 @@ class SocketIOServer:
             ping_timeout=ping_timeout,
             max_payload=max_payload,
             heartbeat=False,
+            echo_pids=opts.recovery,
         )
 
     def handles(self, scope: Scope) -> bool:
@@ -105,4 +122,4 @@ class SocketIOServer:
         return f"SocketIOServer(path={self.path!r}, {self.engine!r})"
 
 
-__all__ = ["DEFAULT_PATH", "SocketIOServer"]
+__all__ = ["DEFAULT_PATH", "SocketIOOptions", "SocketIOServer"]

@@ -38,7 +38,6 @@ from ..backends.base import Publication
 from ..exceptions import ProtocolError
 from ..frames import Ack, ClientFrame, Connect, Connected, ConnectError, Disconnect, Event, Frame, Ping, Pong, Position
 from . import packets
-from .asgi import unpack_unit
 from .packets import PacketType
 
 NAME: Final = "socket.io"
@@ -111,6 +110,49 @@ def decode_offset(text: str) -> dict[str, Position] | None:
     return {room: Position(epoch, int(offset))}
 
 
+class RecoveryEcho:
+    """Per Engine.IO session: echo the ``pid`` a client presented when its session is recovered.
+
+    A Socket.IO client sets ``socket.recovered`` when the CONNECT reply's ``pid``
+    equals the one it presented.  Session strings are signed with a timestamp, so
+    the one the core signs anew differs: the transport remembers the presented
+    ``pid`` per namespace (:meth:`inbound`) and puts it back into a recovered
+    reply (:meth:`outbound`).  Only CONNECT packets are looked at.
+    """
+
+    __slots__ = ("_pids",)
+
+    def __init__(self) -> None:
+        self._pids: dict[str, str] = {}
+
+    def inbound(self, text: str) -> None:
+        """Note the ``pid`` of a client's CONNECT (``"40..."``), if any."""
+        if not text.startswith("40") or '"pid"' not in text:
+            return
+        try:
+            head = packets.parse_header(text, 1)
+            pid = msgspec.json.decode(text[head.end :], type=RecoveryAuth).pid
+        except (ProtocolError, msgspec.DecodeError, msgspec.ValidationError):
+            return
+        if pid is not None:
+            self._pids[head.nsp] = pid
+
+    def outbound(self, text: str) -> str:
+        """Return a server payload with the presented ``pid`` in a recovered CONNECT reply."""
+        if not text.startswith("40") or '"recovered":true' not in text:
+            return text
+        head = packets.parse_header(text, 1)
+        pid = self._pids.get(head.nsp)
+        if pid is None:
+            return text
+        reply = msgspec.json.decode(text[head.end :])
+        reply["pid"] = pid
+        return text[: head.end] + msgspec.json.encode(reply).decode()
+
+    def __repr__(self) -> str:
+        return f"RecoveryEcho(namespaces={sorted(self._pids)!r})"
+
+
 class SocketIOWire:
     """Socket.IO v5 packets <-> protocol v1 frames, payloads in JSON.
 
@@ -156,7 +198,7 @@ class SocketIOWire:
             return self._frame(head, text[head.end :].encode())
         if data is None:
             raise ProtocolError("empty message")
-        unit_text, attachments = unpack_unit(data)
+        unit_text, attachments = packets.unpack_unit(data)
         head = packets.parse_header(unit_text, 1)
         if head.attachments != len(attachments):
             raise ProtocolError("attachment count differs from the packet's")
@@ -240,9 +282,12 @@ class SocketIOWire:
             return b"2"
         if kind is Connected:
             assert isinstance(frame, Connected)
-            reply: dict[str, str] = {"sid": frame.sid}
+            reply: dict[str, str | bool] = {"sid": frame.sid}
             if self.recovery:
                 reply["pid"] = frame.session
+                if frame.recovered:
+                    # For the transport to echo the pid the client presented (see RecoveryEcho).
+                    reply["recovered"] = True
             return self._packet(PacketType.CONNECT, frame.ns, None, self._encoder.encode(reply))
         if kind is ConnectError:
             assert isinstance(frame, ConnectError)
@@ -353,4 +398,4 @@ class SocketIOWire:
         return f"SocketIOWire(recovery={self.recovery})"
 
 
-__all__ = ["NAME", "Args", "SocketIOWire", "decode_offset", "encode_offset"]
+__all__ = ["NAME", "Args", "RecoveryEcho", "SocketIOWire", "decode_offset", "encode_offset"]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 from starlette.applications import Starlette
 
 from starlette_realtime import Connection, HandlerError, RealtimeEndpoint, RealtimeRouter, Rejected, on_event
-from starlette_realtime.socketio import Args
+from starlette_realtime.socketio import Args, SocketIOOptions
 
 
 class Main(RealtimeEndpoint):
@@ -46,6 +47,13 @@ class Main(RealtimeEndpoint):
     async def say(self, conn: Connection, room: str, text: str) -> None:
         await self.to(room).emit("said", {"text": text})
 
+    @on_event("pump", concurrent=True)
+    async def pump(self, conn: Connection, room: str, count: int) -> int:
+        for i in range(count):
+            await self.to(room).emit("tick", i)
+            await anyio.sleep(0.005)
+        return count
+
     @on_event("kick")
     async def kick(self, conn: Connection) -> None:
         await conn.disconnect()
@@ -63,8 +71,8 @@ class Admin(RealtimeEndpoint):
         return "admin"
 
 
-def make_app(**options: Any) -> tuple[Starlette, RealtimeRouter]:
-    realtime = RealtimeRouter([Main, Admin], socketio=True, **options)
+def make_app(*, socketio: bool | SocketIOOptions = True, **options: Any) -> tuple[Starlette, RealtimeRouter]:
+    realtime = RealtimeRouter([Main, Admin], socketio=socketio, **options)
     app = Starlette(lifespan=realtime.lifespan)
     app.mount("/", realtime)
     return app, realtime
