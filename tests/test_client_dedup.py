@@ -159,3 +159,21 @@ async def test_an_undecodable_frame_from_the_server_is_dropped() -> None:
         assert client.state.value == "connected" and client.queued == 1
 
     await run("json", answer, body)
+
+
+async def test_an_emit_from_a_connect_handler_goes_after_the_resent_events(encoding: str) -> None:
+    codec = CODECS[encoding]()
+
+    def answer(event: Event, socket: int) -> Any:
+        return None if socket == 1 else ack(codec, event, event.event)
+
+    async def body(client: RealtimeClient) -> None:
+        async def on_connect(info: dict[str, Any]) -> None:
+            await client.emit("hello", namespace="/pay")
+
+        client.on("connect", on_connect, namespace="/pay")
+        assert await client.call("charge", 1, namespace="/pay", timeout=5) == "charge"
+        await client.drain(5)
+
+    script = await run(encoding, answer, body)
+    assert [(e.event, e.id) for e in script.events] == [("charge", 1), ("charge", 1), ("hello", 2)]

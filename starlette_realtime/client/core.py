@@ -169,9 +169,15 @@ class ClientCore:
         self.local(ns.name, "connect", info)
         if frame.recovery_failed:
             self.local(ns.name, "recovery_failed", {"sid": frame.sid})
-        # Unacknowledged events go again with their ids: a call whose answer was lost gets it now.
-        for item in ns.outgoing.to_send(time.monotonic()):
-            await self.send_pending(ns, item.id)
+        # Unacknowledged events go again with their ids (a call whose answer was lost gets it now),
+        # oldest first. The namespace counts as connected only afterwards: an emit made meanwhile
+        # (by a "connect" handler, another task) joins the queue behind them, never overtakes them.
+        resent: set[int] = set()
+        while batch := [item for item in ns.outgoing.to_send(time.monotonic()) if item.id not in resent]:
+            for item in batch:
+                resent.add(item.id)
+                await self.send_pending(ns, item.id)
+        ns.connected = True
         self.check_ready()
 
     async def _on_connect_error(self, frame: ConnectError) -> None:

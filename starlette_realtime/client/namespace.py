@@ -58,11 +58,13 @@ class NamespaceState:
         return Connect(self.name, auth, self.session, positions)
 
     def opened(self, frame: Connected) -> None:
-        """Apply a CONNECTED: a session that was not recovered starts its positions over."""
+        """Apply a CONNECTED: a session that was not recovered starts its positions over.
+
+        ``connected`` is left to the caller, set once the unacknowledged events went out again.
+        """
         if not frame.recovered:
             self.positions.reset()
         self.sid, self.session, self.recovered = frame.sid, frame.session, frame.recovered
-        self.connected = True
         self.token_retries = 0
 
     def closed_for_good(self, error: BaseException) -> None:
