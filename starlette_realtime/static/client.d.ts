@@ -40,6 +40,8 @@ export interface RealtimeClientOptions {
    * provider for every namespace (a string, a function, or a payload object such as `{token}`).
    */
   auth?: AuthProvider | Record<string, AuthProvider>;
+  /** Auth providers for some namespaces (`{"/admin": provider}`), used instead of `auth` for those; as the Python client's `namespace_auth`. */
+  namespaceAuth?: Record<string, AuthProvider>;
   /** Subprotocol: `rt.v1.json` (text frames) or `rt.v1.msgpack` (binary frames). Default "json". */
   encoding?: "json" | "msgpack";
   /** Reconnect after a retryable close. Default true. */

@@ -366,7 +366,7 @@ export class OfflineQueue {
 // ------------------------------------------------------------------------------------------------------ client
 
 const DEFAULTS = {
-  namespaces: ["/"], auth: null, encoding: "json", reconnection: true, reconnectionAttempts: Infinity,
+  namespaces: ["/"], auth: null, namespaceAuth: null, encoding: "json", reconnection: true, reconnectionAttempts: Infinity,
   reconnectionDelay: 1000, reconnectionDelayMax: 30000, randomizationFactor: 0.5, ackTimeout: 10000,
   queueTtl: 60000, queueMax: 1000, authRetries: 2, connectTimeout: 20000, WebSocket: undefined, clock: undefined, random: Math.random, onError: undefined,
 };
@@ -679,7 +679,8 @@ export class RealtimeClient {
   }
 
   async _resolveAuth(ns) {
-    const provider = this._authByNs ? this.options.auth[ns] : this.options.auth;
+    const { auth, namespaceAuth } = this.options;
+    const provider = namespaceAuth && Object.hasOwn(namespaceAuth, ns) ? namespaceAuth[ns] : this._authByNs ? auth[ns] : auth;
     const value = await (typeof provider === "function" ? provider(ns) : provider);
     return typeof value === "string" ? { token: value } : value ?? null;
   }

@@ -177,3 +177,12 @@ test("refreshAuth rejects with the server's refusal, and resolves false while no
   WS.last.receive([6, "/chat", 1, null, ["INVALID_TOKEN", "expired"]]);
   await assert.rejects(refused, (err) => err instanceof RealtimeAckError && err.code === "INVALID_TOKEN");
 });
+
+test("namespaceAuth gives some namespaces their own provider; the others get auth", async () => {
+  const { frames } = await firstConnects({
+    namespaces: ["/a", "/admin"],
+    auth: { token: "user", device: 2 },
+    namespaceAuth: { "/admin": async () => "admin-token" },
+  });
+  assert.deepEqual(frames, [[1, "/a", { token: "user", device: 2 }], [1, "/admin", { token: "admin-token" }]]);
+});
