@@ -28,6 +28,7 @@ from .cluster import Cluster, ControlReply, ControlRequest
 from .codec import Codec, codecs
 from .config import RealtimeConfig
 from .connection import Connection
+from .contract.serve import ContractFiles
 from .control import ControlResponder
 from .core import EventRules, SessionCore
 from .emitter import BroadcastOperator, Publisher
@@ -74,6 +75,8 @@ class RealtimeRouter:
         limits: per-connection and per-process limits.
         metrics: where counts go (a :class:`Metrics`; the default counts nothing).
         node_id: this node's name (random by default).
+        contract: serve the app's contract, ``<mount>/asyncapi.json`` (AsyncAPI 3.0) and
+            ``<mount>/types.d.ts`` (TypeScript), built from the endpoints (docs/contract.md).
         socketio: also serve the Socket.IO clients (protocol v5 on Engine.IO v4) at
             ``/socket.io/`` under the mount, with the same endpoints (docs/socketio.md);
             a :class:`~starlette_realtime.socketio.SocketIOOptions` sets its path and recovery.
@@ -91,6 +94,7 @@ class RealtimeRouter:
         limits: Limits | None = None,
         metrics: Metrics | None = None,
         node_id: str | None = None,
+        contract: bool = False,
         socketio: bool | SocketIOOptions = False,
         **options: Any,
     ) -> None:
@@ -129,6 +133,8 @@ class RealtimeRouter:
         for instance in self.endpoints.values():
             instance.attach(self, self.publisher)
         self.links: set[Link] = set()
+        #: The app's contract served under the mount (docs/contract.md), when ``contract=True``.
+        self.contract = ContractFiles(self) if contract else None
         #: The Socket.IO endpoint at ``/socket.io/`` (docs/socketio.md), when ``socketio=True``.
         self.socketio = SocketIOServer(
             self.serve, allows_origin=self.origins.allows, ping_interval=self.config.ping_interval,
@@ -281,7 +287,7 @@ class RealtimeRouter:
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
         elif kind == "http":
-            await serve_http(scope, send)
+            await serve_http(scope, send, extra=self.contract.get if self.contract is not None else None)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 

@@ -14,9 +14,18 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 FILES = {"client.js": b"text/javascript", "client.d.ts": b"application/typescript"}
 
 
-async def serve_http(scope: dict[str, Any], send: Send) -> None:
-    """Answer an HTTP request to the mount: a static file, or 426 Upgrade Required."""
+#: More files by name: ``(name, scope) -> (body, content type)`` or ``None`` (the router's contract).
+Extra = Callable[[str, dict[str, Any]], tuple[bytes, bytes] | None]
+
+
+async def serve_http(scope: dict[str, Any], send: Send, *, extra: Extra | None = None) -> None:
+    """Answer an HTTP request to the mount: a static file, a file of ``extra``, or 426 Upgrade Required."""
     path = scope.get("path", "")
+    found = extra(path.rsplit("/", 1)[-1], scope) if extra is not None else None
+    if found is not None:
+        body, ctype = found
+        await respond(send, 200, body, [(b"content-type", ctype + b"; charset=utf-8"), (b"cache-control", b"no-cache")])
+        return
     for name, ctype in FILES.items():
         if path.endswith("/" + name):
             body = resources.files("starlette_realtime").joinpath("static", name).read_bytes()

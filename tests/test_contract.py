@@ -21,7 +21,6 @@ from starlette_realtime.contract import (
     emits,
     typescript_types_of,
 )
-from starlette_realtime.contract.codes import ERROR_MEANINGS, status_error_codes
 from starlette_realtime.contract.typescript import pascal
 
 CONTRACT = ROOT / "tests" / "contract"
@@ -160,9 +159,13 @@ def test_codes_from_status(doc: dict[str, Any]) -> None:
     assert schemas["AckError"]["items"][0] == {"$ref": "#/components/schemas/AckErrorCode"}
 
 
-def test_every_status_error_code_has_a_meaning() -> None:
-    # status.py is the one table: a code added there must be described here too.
-    assert set(status_error_codes()) == set(ERROR_MEANINGS)
+def test_every_status_error_code_is_in_the_contract(doc: dict[str, Any]) -> None:
+    # status.py is the one table: every code it names reaches the document.
+    named = {v for k, v in vars(status).items() if k.isupper() and not k.startswith("WS_") and isinstance(v, str)}
+    schemas = doc["components"]["schemas"]
+    listed = {alt.get("const") for name in ("AckErrorCode", "ConnectErrorCode") for alt in schemas[name]["anyOf"]}
+    assert named <= listed
+    assert {alt["const"] for alt in schemas["CloseCode"]["oneOf"]} == set(status.CLOSE_CODES)
 
 
 def test_schemas_are_draft07(doc: dict[str, Any]) -> None:
@@ -324,3 +327,33 @@ def test_contract_files_fill_servers_from_the_request(app: Any) -> None:
     types, ttype = files.get("types.d.ts", scope) or (b"", b"")
     assert ttype == b"application/typescript" and b"export interface ChatClientEvents" in types
     assert files.get("client.js", scope) is None
+
+
+def test_router_serves_the_contract_over_uvicorn(app: Any) -> None:
+    import httpx
+    from conftest import serve
+    from starlette.applications import Starlette
+
+    from starlette_realtime import RealtimeRouter
+
+    served = RealtimeRouter([app.Chat, app.Root], contract=True)
+    plain = RealtimeRouter([app.Root])
+    web = Starlette()
+    served.mount(web, "/realtime")
+    plain.mount(web, "/plain")
+    with serve(web) as server, httpx.Client(base_url=server.http, timeout=10) as http:
+        doc = http.get("/realtime/asyncapi.json")
+        assert doc.status_code == 200 and doc.headers["content-type"] == "application/json; charset=utf-8"
+        body = doc.json()
+        assert set(body["channels"]) == {"chat", "root"}
+        assert body["servers"]["realtime"] == {**body["servers"]["realtime"], "protocol": "ws",
+                                               "host": f"127.0.0.1:{server.port}", "pathname": "/realtime/"}
+        types = http.get("/realtime/types.d.ts")
+        assert types.status_code == 200 and types.headers["content-type"].startswith("application/typescript")
+        assert "export interface ChatClientEvents {" in types.text and 'from "./client.js";' in types.text
+        # client.d.ts, which types.d.ts imports, is served beside it.
+        assert http.get("/realtime/client.d.ts").status_code == 200
+        # Off by default.
+        assert http.get("/plain/asyncapi.json").status_code == 426
+        assert http.get("/plain/types.d.ts").status_code == 426
+        assert http.get("/realtime/other.json").status_code == 426
