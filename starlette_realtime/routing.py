@@ -37,7 +37,8 @@ from .hub import Hub
 from .identity import user_key
 from .lifecycle import Lifecycle
 from .limits import Limits
-from .link import Link, log_fields
+from .link import Link
+from .logs import log_fields
 from .membership import Membership
 from .metrics import Metrics, ReportsReconnects
 from .origin import OriginPolicy, same_origin
