@@ -69,11 +69,13 @@ UVICORN_ARGS = [
 #: comparison of docs/benchmarks.md); the defaults are the like-for-like settings above.
 ASGI_SERVER = "uvicorn"
 UVICORN_WS = "websockets-sansio"
+#: --ws names that are not uvicorn's own: the library's pre-framed protocol (docs/deployment.md, "Fast path").
+WS_IMPORT_PATHS = {"preframed": "starlette_realtime.fastpath.uvicorn:PreframedProtocol"}
 
 
 def uvicorn_args() -> list[str]:
     args = list(UVICORN_ARGS)
-    args[args.index("--ws") + 1] = UVICORN_WS
+    args[args.index("--ws") + 1] = WS_IMPORT_PATHS.get(UVICORN_WS, UVICORN_WS)
     return args
 
 
@@ -1763,8 +1765,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--nodes", type=int, default=3, help="cluster: nodes of ours on one redis-server (2-4)")
     p.add_argument("--asgi-server", choices=["uvicorn", "granian"], default="uvicorn",
                    help="ASGI server of the Python servers (granian: one worker, one runtime thread, uvloop)")
-    p.add_argument("--ws", default="websockets-sansio", choices=["websockets-sansio", "websockets", "wsproto"],
-                   help="uvicorn's WebSocket implementation for the Python servers")
+    p.add_argument("--ws", default="websockets-sansio",
+                   choices=["websockets-sansio", "websockets", "wsproto", "preframed"],
+                   help="uvicorn's WebSocket implementation for the Python servers (preframed: the library's "
+                        "fast path, starlette_realtime.fastpath.uvicorn:PreframedProtocol)")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--replot", metavar="JSON", help="only redraw the PNG of a results file (next to it)")
     p.add_argument("--profile", metavar="DIR",

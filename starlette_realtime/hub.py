@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import msgspec
 
 from .backends.base import Publication
+from .fastpath import message_frame
 from .metrics import Metrics
 from .outbox import Outbox
 from .rooms import RoomTable
@@ -77,13 +78,15 @@ class Hub:
             return
         exclude = pub.exclude
         others = pub.rooms[: pub.rooms.index(pub.room)] if pub.rooms else ()
-        cache: dict[Wire, tuple[dict[str, Any], int]] = {}
+        cache: dict[Wire, tuple[dict[str, Any], int, bytes]] = {}
         volatile = pub.volatile
         count = nbytes = 0
         # The hot loop: a few attribute checks and one push per receiver; the frame is
-        # encoded once per encoding and the same ASGI message object is shared.
+        # encoded once per encoding and the same ASGI message object is shared, and so is
+        # the same WebSocket frame where the server takes pre-framed writes (fastpath).
         last: Wire | None = None
         msg: dict[str, Any] = {}
+        frame = b""
         size = run = 0
         for conn in members.values():
             if conn.sid == exclude or (others and not conn.rooms.isdisjoint(others)):
@@ -98,10 +101,11 @@ class Hub:
                 run = count
                 entry = cache.get(codec)
                 if entry is None:
-                    entry = cache[codec] = codec.publication(pub)
-                msg, size = entry
+                    msg, size = codec.publication(pub)
+                    entry = cache[codec] = (msg, size, message_frame(msg))
+                msg, size, frame = entry
                 last = codec
-            conn.outbox.push(msg, size, volatile)
+            conn.outbox.push_frame(frame, msg, size, volatile)
             count += 1
         nbytes += size * (count - run)
         self.deliveries += count

@@ -29,6 +29,7 @@ from .connection import Connection, ConnectionState
 from .core import Close, CloseNamespace, DedupWindow, Dispatch, Open, Refuse, Resolve, Send, SessionCore
 from .exceptions import AckError, CallTimeout, ProtocolError, Rejected
 from .expiry import credential_expiry, first_expired
+from .fastpath import preframed
 from .frames import PROTOCOL_VERSION, Ack, Connect, ConnectError, Disconnect, Event, Frame, Hello
 from .logs import log_fields
 from .metrics import Metrics
@@ -109,6 +110,7 @@ class Link:
             overflow=Overflow(cfg.overflow),
             on_overflow=self._overflowed,
             on_drop=node.metrics.dropped,
+            preframed=preframed(scope),
         )
         self.connections: dict[str, Connection] = {}
         self.calls = Calls()

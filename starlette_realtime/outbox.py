@@ -6,6 +6,11 @@ server (uvicorn's ``send`` finishes without suspending while the socket keeps
 up: that is the plain loop's cost without its danger); when the socket falls
 behind, messages wait in a bounded queue that one writer task drains.  The
 overflow policy decides what happens when the queue is full.
+
+Where the server can write complete WebSocket frames itself (the pre-framed
+extension of :mod:`starlette_realtime.fastpath`), :meth:`Outbox.push_frame`
+writes a frame built once for all receivers, with the same queueing, flow
+control and overflow as the ASGI path.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+#: A server's pre-framed writer: ``write(frame) -> bool`` (``False`` while paused) and ``send(frame)``.
+Preframed = tuple[Callable[[bytes], bool], Callable[[bytes], Awaitable[None]]]
 
 #: The backlog of an outbox that never queued: see ``Outbox.__init__``.
 _NO_QUEUE: Any = ()
@@ -48,6 +55,8 @@ class Outbox:
             and the queue overflows.
         on_drop: called (synchronously) with the reason (``volatile``, ``drop_oldest``,
             ``drop_newest``) for each message dropped without closing.
+        preframed: the server's pre-framed writer for this socket
+            (:func:`starlette_realtime.fastpath.preframed`), or ``None``.
     """
 
     __slots__ = (
@@ -65,7 +74,9 @@ class Outbox:
         "_queued_bytes",
         "_running",
         "_send",
+        "_send_frame",
         "_spawn",
+        "_write",
         "dropped",
     )
 
@@ -78,12 +89,18 @@ class Outbox:
         overflow: Overflow,
         on_overflow: Callable[[], None],
         on_drop: Callable[[str], None] | None = None,
+        preframed: Preframed | None = None,
     ) -> None:
         self._send = send
+        self._write: Callable[[bytes], bool] | None = None
+        self._send_frame: Callable[[bytes], Awaitable[None]] | None = None
+        if preframed is not None:
+            self._write, self._send_frame = preframed
         # The backlog, created on first use: an empty deque costs ~600 bytes (its first
         # block), and most connections never queue anything (their sends complete at once).
         # Until then an empty tuple answers len(), truth tests and iteration the same way.
-        self._queue: deque[tuple[dict[str, Any], int]] = _NO_QUEUE  # type: ignore[assignment]
+        # Queued items are ASGI messages, or frames (bytes) for the pre-framed writer.
+        self._queue: deque[tuple[dict[str, Any] | bytes, int]] = _NO_QUEUE  # type: ignore[assignment]
         self._queued_bytes = 0
         self._max_messages = max_messages
         self._max_bytes = max_bytes
@@ -155,6 +172,44 @@ class Outbox:
             self._inflight = (coro, yielded)  # type: ignore[assignment]
             self._wake()
             return True
+        return self._enqueue(message, size, volatile)
+
+    def push_frame(self, frame: bytes, message: dict[str, Any], size: int, volatile: bool = False) -> bool:
+        """Send or queue one message given as a complete WebSocket frame and as its ASGI message.
+
+        The frame (the same bytes object for every receiver) is written as is when the
+        server offers pre-framed writes; otherwise this is :meth:`push` of the message.
+
+        Args:
+            frame: the message framed by :func:`starlette_realtime.fastpath.ws_frame`.
+            message: the same message as a ``websocket.send`` message.
+            size: its size in bytes, for the byte limit.
+            volatile: drop it rather than queue it when the socket is behind.
+
+        Returns:
+            ``False`` when the message was dropped.
+        """
+        write = self._write
+        if write is None:
+            return self.push(message, size, volatile)
+        if self._direct:
+            try:
+                if write(frame):
+                    return True
+            except Exception:
+                # The socket is gone; the reader will see the disconnect and clean up.
+                self.closed = True
+                return False
+            # The server is applying flow control: the writer finishes this write, as it
+            # finishes a suspended ASGI send (in flight, not queued).
+            assert self._send_frame is not None
+            self._direct = False
+            self._inflight = (self._send_frame(frame), None)  # type: ignore[assignment]
+            self._wake()
+            return True
+        return self._enqueue(frame, size, volatile)
+
+    def _enqueue(self, item: dict[str, Any] | bytes, size: int, volatile: bool) -> bool:
         if self._closed:
             return False
         if volatile:
@@ -185,7 +240,7 @@ class Outbox:
         self._direct = False
         if self._queue is _NO_QUEUE:
             self._queue = deque()
-        self._queue.append((message, size))
+        self._queue.append((item, size))
         self._queued_bytes += size
         self._wake()
         return True
@@ -226,10 +281,14 @@ class Outbox:
             if self._queue and not self.closed:
                 self._busy = True
                 while self._queue and not self.closed:
-                    message, size = self._queue.popleft()
+                    item, size = self._queue.popleft()
                     self._queued_bytes -= size
                     try:
-                        await self._send(message)
+                        if type(item) is bytes:
+                            assert self._send_frame is not None
+                            await self._send_frame(item)
+                        else:
+                            await self._send(item)  # type: ignore[arg-type]
                     except Exception:
                         # The peer is gone: the reader sees the disconnect and cleans up.
                         self.closed = True

@@ -24,8 +24,9 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.frames import Frame, Opcode
 
 from starlette_realtime import server as rt_server
-from starlette_realtime.fastpath import EXTENSION, Preframed, preframed, ws_frame
+from starlette_realtime.fastpath import EXTENSION, Preframed, message_frame, preframed, ws_frame
 from starlette_realtime.fastpath.uvicorn import PreframedProtocol, protocol_class
+from starlette_realtime.outbox import Outbox, Overflow
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 SIZES = [0, 1, 125, 126, 127, 1000, 65535, 65536, 70_000]
@@ -46,6 +47,11 @@ def test_ws_frame_matches_websockets_serializer(size: int, binary: bool) -> None
     assert ws_frame(data, binary=binary) == expected
 
 
+def test_message_frame() -> None:
+    assert message_frame({"type": "websocket.send", "text": "é"}) == ws_frame("é".encode(), binary=False)
+    assert message_frame({"type": "websocket.send", "bytes": b"\x00"}) == ws_frame(b"\x00", binary=True)
+
+
 def test_preframed_lookup() -> None:
     assert preframed({"type": "websocket"}) is None
     assert preframed({"extensions": None}) is None
@@ -57,6 +63,108 @@ def test_preframed_lookup() -> None:
 
     found = preframed({"extensions": {EXTENSION: {"write": bool, "send": send}}})
     assert found == Preframed(bool, send)
+
+
+# The outbox with a pre-framed writer (no server) -------------------------------------------
+
+
+class FakeServer:
+    """Both paths of one socket: the ASGI send and the pre-framed writer, one wire, one pause switch."""
+
+    def __init__(self) -> None:
+        self.wire: list[bytes] = []
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.gone = False
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.writable.wait()
+        self.wire.append(message_frame(message))
+
+    def write(self, frame: bytes) -> bool:
+        if not self.writable.is_set():
+            return False
+        if self.gone:
+            raise OSError("gone")
+        self.wire.append(frame)
+        return True
+
+    async def send_frame(self, frame: bytes) -> None:
+        await self.writable.wait()
+        self.wire.append(frame)
+
+
+def outbox(server: FakeServer, **options: Any) -> tuple[Outbox, list[int]]:
+    overflowed: list[int] = []
+    box = Outbox(server.send, max_messages=options.pop("max_messages", 3), max_bytes=10_000,
+                 overflow=options.pop("overflow", Overflow.DISCONNECT), on_overflow=lambda: overflowed.append(1),
+                 preframed=Preframed(server.write, server.send_frame))
+    box.attach(lambda fn: asyncio.get_running_loop().create_task(fn()))
+    return box, overflowed
+
+
+def text(i: int) -> dict[str, Any]:
+    return {"type": "websocket.send", "text": f"m{i}"}
+
+
+async def test_outbox_writes_frames_directly_and_in_order_with_asgi_messages() -> None:
+    server = FakeServer()
+    box, _ = outbox(server)
+    for i in range(6):
+        if i % 2:
+            assert box.push(text(i), 2)
+        else:
+            assert box.push_frame(message_frame(text(i)), text(i), 2)
+    assert server.wire == [message_frame(text(i)) for i in range(6)]
+
+
+async def test_outbox_without_a_writer_sends_the_asgi_message() -> None:
+    server = FakeServer()
+    box = Outbox(server.send, max_messages=3, max_bytes=100, overflow=Overflow.DISCONNECT, on_overflow=lambda: None)
+    assert box.push_frame(b"never written", text(1), 2)
+    assert server.wire == [message_frame(text(1))]
+
+
+async def test_outbox_holds_one_frame_in_flight_queues_then_cuts_while_paused() -> None:
+    server = FakeServer()
+    box, overflowed = outbox(server, max_messages=3)
+    server.writable.clear()
+    frames = [message_frame(text(i)) for i in range(5)]
+    for i in range(4):
+        assert box.push_frame(frames[i], text(i), 2)
+    # As on the ASGI path: the first one in flight, three queued, nothing written.
+    assert server.wire == [] and box.queued == 3 and not overflowed
+    assert not box.push_frame(frames[4], text(4), 2)
+    assert overflowed == [1] and box.closed
+
+
+async def test_outbox_drains_frames_in_order_once_resumed() -> None:
+    server = FakeServer()
+    box, _ = outbox(server, max_messages=10)
+    server.writable.clear()
+    for i in range(5):
+        if i == 2:
+            box.push(text(i), 2)
+        else:
+            box.push_frame(message_frame(text(i)), text(i), 2)
+    assert box.push_frame(b"x", text(9), 1, volatile=True) is False
+    server.writable.set()
+    async with asyncio.timeout(2):
+        while len(server.wire) < 5:
+            await asyncio.sleep(0.001)
+    assert server.wire == [message_frame(text(i)) for i in range(5)]
+    await asyncio.sleep(0.01)
+    assert box.push_frame(message_frame(text(5)), text(5), 2)
+    assert server.wire[-1] == message_frame(text(5))  # direct again
+
+
+async def test_outbox_closes_when_a_pre_framed_write_fails() -> None:
+    server = FakeServer()
+    box, _ = outbox(server)
+    server.gone = True
+    assert not box.push_frame(b"\x81\x00", text(0), 2)
+    assert box.closed
+    assert not box.push_frame(b"\x81\x00", text(0), 2)
 
 
 # A raw ASGI app that sends what a raw-socket client asks for, by either path ---------------
@@ -372,6 +480,7 @@ def test_a_broadcast_is_byte_identical_on_both_paths(subprotocol: str) -> None:
         try:
             for c in (fast, plain):
                 c.join("r")
+            before = SplitProtocol.fast_writes
             for size in (10, 1000, 70_000):
                 text = payload(size).decode()
                 # "shout" fans out to the whole room, the sender included; no ack id, no ack.
@@ -379,6 +488,8 @@ def test_a_broadcast_is_byte_identical_on_both_paths(subprotocol: str) -> None:
                 via_fast, via_asgi = fast.read_frame(), plain.read_frame()
                 assert via_fast == via_asgi, size
                 assert fast.decode(via_fast)[:4] == [5, "/chat", "said", {"room": "r", "text": text}]
+            # Each broadcast went to the fast socket as one pre-framed write.
+            assert SplitProtocol.fast_writes - before == 3
         finally:
             fast.close()
             plain.close()
@@ -391,6 +502,7 @@ def test_a_receiver_that_stops_reading_is_queued_then_cut_on_the_fast_path() -> 
         sender = RtClient(srv.port, "rt.v1.json")
         try:
             slow.join("flood")
+            before = SplitProtocol.fast_writes
             text = "x" * 4096
             buffered = []
             for i in range(4000):
@@ -409,6 +521,7 @@ def test_a_receiver_that_stops_reading_is_queued_then_cut_on_the_fast_path() -> 
                 assert slow.decode(frame)[3]["text"].startswith(f"{count}:")
                 count += 1
             assert 0 < count < 4000
+            assert SplitProtocol.fast_writes > before
             wait_until(lambda: realtime.stats()["links"] == 1, message="the slow link to be gone")
         finally:
             slow.close()

@@ -7,7 +7,7 @@ server it feeds echoes every message back), so that the transport layer is check
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
@@ -23,7 +23,7 @@ from tests.conftest import ServerThread, serve
 PI, PT = 0.3, 0.2
 
 
-async def echo(scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+async def echo(scope: dict[str, Any], receive: Receive, send: Send) -> None:
     """A socket server that sends every message back (binary packets with their attachments)."""
     while True:
         message = await receive()
@@ -44,7 +44,7 @@ class App:
     def __init__(self) -> None:
         self.engine = EngineIO(echo, ping_interval=PI, ping_timeout=PT, max_payload=1_000_000)
 
-    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await receive()
             async with self.engine:

@@ -27,7 +27,7 @@ import struct
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NamedTuple
 
-__all__ = ["EXTENSION", "Preframed", "preframed", "ws_frame"]
+__all__ = ["EXTENSION", "Preframed", "message_frame", "preframed", "ws_frame"]
 
 #: The name of the extension in ``scope["extensions"]``.
 EXTENSION = "starlette_realtime.preframed"
@@ -56,6 +56,21 @@ def ws_frame(payload: bytes, *, binary: bool) -> bytes:
     if n < 65536:
         return _HEAD16(head, 126, n) + payload
     return _HEAD64(head, 127, n) + payload
+
+
+def message_frame(message: Mapping[str, Any]) -> bytes:
+    """Frame a ``websocket.send`` ASGI message: ``bytes`` as a binary message, ``text`` as a text one.
+
+    Args:
+        message: the ASGI message.
+
+    Returns:
+        The frame (see :func:`ws_frame`).
+    """
+    data = message.get("bytes")
+    if data is not None:
+        return ws_frame(data, binary=True)
+    return ws_frame(message["text"].encode(), binary=False)
 
 
 class Preframed(NamedTuple):

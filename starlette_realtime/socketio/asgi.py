@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-Serve = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
+Serve = Callable[[dict[str, Any], Receive, Send], Awaitable[None]]
 
 _TEXT_HEADERS: Final = [(b"content-type", b"text/plain; charset=UTF-8"), (b"cache-control", b"no-store")]
 _JSON_HEADERS: Final = [(b"content-type", b"application/json")]
@@ -163,7 +163,7 @@ class EngineIO:
         live = self.sessions.get(sid)
         return None if live is None else live.engine.transport.value
 
-    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
             await self._websocket(scope, receive, send)
         elif scope["type"] == "http":
@@ -232,7 +232,7 @@ class EngineIO:
 
         return receive, send
 
-    async def _run_serve(self, live: _Live, scope: MutableMapping[str, Any]) -> None:
+    async def _run_serve(self, live: _Live, scope: dict[str, Any]) -> None:
         receive, send = self._callables(live)
         try:
             await self._serve(scope, receive, send)
@@ -256,7 +256,7 @@ class EngineIO:
 
     # -- HTTP long-polling --------------------------------------------------
 
-    async def _http(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+    async def _http(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         method = scope["method"]
         checked = engineio.check_request(method, query, websocket=False, session_transport=self._transport_of)
@@ -269,7 +269,10 @@ class EngineIO:
             live = self._new_session(Transport.POLLING)
             live.engine.begin_get()
             body = live.engine.take_get_body() or b""
-            self._tg.start_soon(self._run_serve, live, {**scope, "type": "websocket", "subprotocols": []})
+            # A WebSocket-shaped scope for the socket server; no HTTP extension applies to it (a pre-framed
+            # writer, were one offered, would write into this request instead of the session's transport).
+            ws_scope = {**scope, "type": "websocket", "subprotocols": [], "extensions": {}}
+            self._tg.start_soon(self._run_serve, live, ws_scope)
             await _respond(send, 200, body, _TEXT_HEADERS)
         elif method == "GET":
             await self._poll(self.sessions[checked.sid], receive, send)
@@ -305,7 +308,7 @@ class EngineIO:
             self._finish(live)
         await _respond(send, 200, body, _TEXT_HEADERS)
 
-    async def _post(self, live: _Live, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+    async def _post(self, live: _Live, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         engine = live.engine
         length = _content_length(scope)
         verdict = engine.begin_post(length)
@@ -325,7 +328,7 @@ class EngineIO:
 
     # -- WebSocket ----------------------------------------------------------
 
-    async def _websocket(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+    async def _websocket(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         checked = engineio.check_request("GET", query, websocket=True, session_transport=self._transport_of)
         if isinstance(checked, RequestError):
@@ -336,7 +339,7 @@ class EngineIO:
         else:
             await self._upgrade(self.sessions[checked.sid], receive, send)
 
-    async def _websocket_only(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+    async def _websocket_only(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
@@ -447,7 +450,7 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
             return b"".join(chunks)
 
 
-def _content_length(scope: MutableMapping[str, Any]) -> int | None:
+def _content_length(scope: dict[str, Any]) -> int | None:
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
             try:

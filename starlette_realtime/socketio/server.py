@@ -15,7 +15,7 @@ and imports nothing above the wire.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from .asgi import EngineIO, Receive, Send
@@ -25,7 +25,7 @@ from .wire import SocketIOWire
 #: Where Socket.IO clients connect by default, under the router's mount.
 DEFAULT_PATH: Final = "/socket.io"
 
-Scope = MutableMapping[str, Any]
+Scope = dict[str, Any]
 ServeWire = Callable[[Scope, Receive, Send, SocketIOWire], Awaitable[None]]
 
 

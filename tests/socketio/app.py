@@ -44,8 +44,7 @@ class Main(RealtimeEndpoint):
 
     @on_event("say")
     async def say(self, conn: Connection, room: str, text: str) -> None:
-        sender = conn.auth.get("user") if isinstance(conn.auth, dict) else None
-        await self.to(room).emit("said", {"text": text, "from": sender})
+        await self.to(room).emit("said", {"text": text})
 
     @on_event("kick")
     async def kick(self, conn: Connection) -> None:
