@@ -14,12 +14,13 @@ it sends frames, runs the open sequence and the handlers, and closes sockets.
 from __future__ import annotations
 
 import enum
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import msgspec
 
 from . import status
+from .actions import Action, Close, CloseNamespace, Dispatch, Open, Refuse, Resolve, Send
+from .dedup import DedupState, DedupWindow, Seen
 from .frames import (
     MAX_ACK_ID,
     Ack,
@@ -42,113 +43,6 @@ AUTH_EVENT = "$auth"
 #: for the connection's shared bucket.  An event missing from a namespace's table has no handler.
 EventRules = Mapping[str, Mapping[str, tuple[float, int | None] | None]]
 
-#: Converts an encoded payload between the wire's encoding and JSON.
-_Transcode = Callable[[msgspec.Raw], msgspec.Raw]
-
-
-# Actions --------------------------------------------------------------------------
-
-
-class Action:
-    """Something the I/O shell must do."""
-
-    __slots__ = ()
-
-
-class Send(Action):
-    """Send this frame to the client."""
-
-    __slots__ = ("frame",)
-
-    def __init__(self, frame: ConnectError | Ack | Error | Ping) -> None:
-        self.frame = frame
-
-    def __repr__(self) -> str:
-        return f"Send({self.frame!r})"
-
-
-class Refuse(Action):
-    """An event was refused before any handler ran: count it, and send ``reply`` if there is one.
-
-    ``event`` is the handler's name, or ``""`` for an event without a handler (whose name the
-    client chose, kept out of metric labels).
-    """
-
-    __slots__ = ("code", "event", "ns", "reply")
-
-    def __init__(self, ns: str, event: str, code: str, reply: Ack | None) -> None:
-        self.ns = ns
-        self.event = event
-        self.code = code
-        self.reply = reply
-
-    def __repr__(self) -> str:
-        return f"Refuse({self.ns!r}, {self.event!r}, {self.code!r})"
-
-
-class Open(Action):
-    """Run the open sequence of a namespace (authenticate, ``on_connect``, recovery), then
-    report :meth:`SessionCore.opened` or :meth:`SessionCore.refused`."""
-
-    __slots__ = ("frame",)
-
-    def __init__(self, frame: Connect) -> None:
-        self.frame = frame
-
-    def __repr__(self) -> str:
-        return f"Open({self.frame.ns!r})"
-
-
-class Dispatch(Action):
-    """Run the handler of this event; when it carries an id, report the answer to
-    :meth:`SessionCore.answered`.  ``reauth`` marks the reserved ``$auth`` event."""
-
-    __slots__ = ("frame", "reauth")
-
-    def __init__(self, frame: Event, reauth: bool = False) -> None:
-        self.frame = frame
-        self.reauth = reauth
-
-    def __repr__(self) -> str:
-        return f"Dispatch({self.frame.ns!r}, {self.frame.event!r}, id={self.frame.id})"
-
-
-class CloseNamespace(Action):
-    """Close one namespace connection (the client sent DISCONNECT: no reply)."""
-
-    __slots__ = ("ns", "reason")
-
-    def __init__(self, ns: str, reason: str) -> None:
-        self.ns = ns
-        self.reason = reason
-
-    def __repr__(self) -> str:
-        return f"CloseNamespace({self.ns!r}, {self.reason!r})"
-
-
-class Resolve(Action):
-    """The client answered the server's call ``frame.id``: resolve it."""
-
-    __slots__ = ("frame",)
-
-    def __init__(self, frame: Ack) -> None:
-        self.frame = frame
-
-    def __repr__(self) -> str:
-        return f"Resolve({self.frame.id})"
-
-
-class Close(Action):
-    """Close the WebSocket with this code."""
-
-    __slots__ = ("code", "reason")
-
-    def __init__(self, code: int, reason: str) -> None:
-        self.code = code
-        self.reason = reason
-
-    def __repr__(self) -> str:
-        return f"Close({self.code}, {self.reason!r})"
 
 
 # Token buckets --------------------------------------------------------------------
@@ -176,147 +70,6 @@ class TokenBucket:
 
     def __repr__(self) -> str:
         return f"TokenBucket(rate={self.rate}, burst={self.burst}, tokens={self.tokens:.1f})"
-
-
-# Deduplication ---------------------------------------------------------------------
-
-
-class Seen(enum.Enum):
-    """What :meth:`DedupWindow.check` found for a client event id."""
-
-    NEW = 0
-    IN_FLIGHT = 1
-    REPLAY = 2
-    DUPLICATE = 3
-
-
-class DedupState(msgspec.Struct, array_like=True, frozen=True):
-    """A :class:`DedupWindow` as saved with a session, for recovery on any node.
-
-    Replies are kept as JSON bytes (wire-neutral); ``replies`` holds
-    ``(id, data or None, error or None)`` oldest first.
-    """
-
-    high: int = -1
-    gaps: list[int] = []
-    replies: list[tuple[int, bytes | None, ErrorInfo | None]] = []
-
-
-class DedupWindow:
-    """The dedup contract of one namespace connection (docs/protocol.md, "Acknowledgements").
-
-    - The answer to an id is the handler's real answer, a value or an error, kept for the
-      last ``size`` ids and replayed on a resend.
-    - A resend that arrives while the handler runs gets the answer once it is known.
-    - An id handled whose answer is no longer kept gets the error ``duplicate``.
-    - Ids may arrive out of order within ``span`` of the highest one: ``high`` is the highest
-      id accepted and ``gaps`` the ids below it not seen yet.  An id more than ``span`` below
-      ``high`` counts as handled.  In order (the common case), nothing but ``high`` changes.
-    """
-
-    __slots__ = ("_gaps", "_inflight", "_replies", "high", "size", "span")
-
-    def __init__(self, *, size: int = 64, span: int = 1024) -> None:
-        self.high = -1
-        self.size = size
-        self.span = span
-        # Created on first use: most connections never ack anything.
-        self._gaps: set[int] | None = None
-        self._replies: OrderedDict[int, Ack] | None = None
-        self._inflight: set[int] | None = None
-
-    def check(self, ack_id: int) -> Seen:
-        """Classify an incoming id, and accept it when it is new."""
-        if ack_id == self.high + 1:
-            self.high = ack_id
-            return Seen.NEW
-        inflight = self._inflight
-        if inflight is not None and ack_id in inflight:
-            return Seen.IN_FLIGHT
-        replies = self._replies
-        if replies is not None and ack_id in replies:
-            return Seen.REPLAY
-        high = self.high
-        if ack_id > high:
-            gaps = self._gaps
-            if gaps is None:
-                gaps = self._gaps = set()
-            gaps.update(range(max(high + 1, ack_id - self.span), ack_id))
-            self.high = ack_id
-            self._prune()
-            return Seen.NEW
-        gaps = self._gaps
-        if gaps is not None and ack_id in gaps:
-            gaps.discard(ack_id)
-            return Seen.NEW
-        return Seen.DUPLICATE
-
-    def started(self, ack_id: int) -> None:
-        """The handler of ``ack_id`` started: resends now wait for its answer."""
-        inflight = self._inflight
-        if inflight is None:
-            inflight = self._inflight = set()
-        inflight.add(ack_id)
-
-    def answered(self, ack_id: int, reply: Ack) -> None:
-        """Keep the answer of ``ack_id`` for replay."""
-        if self._inflight is not None:
-            self._inflight.discard(ack_id)
-        replies = self._replies
-        if replies is None:
-            replies = self._replies = OrderedDict()
-        replies[ack_id] = reply
-        if len(replies) > self.size:
-            replies.popitem(last=False)
-
-    def reply(self, ack_id: int) -> Ack | None:
-        """The kept answer of ``ack_id``, if any."""
-        return None if self._replies is None else self._replies.get(ack_id)
-
-    @property
-    def in_flight(self) -> frozenset[int]:
-        """Ids whose handler is running."""
-        return frozenset(self._inflight or ())
-
-    def _prune(self) -> None:
-        gaps = self._gaps
-        if gaps and len(gaps) > self.span:
-            floor = self.high - self.span
-            self._gaps = {i for i in gaps if i > floor}
-
-    def export(self, to_json: _Transcode | None = None) -> DedupState:
-        """The window as saved with a session (answers converted to JSON by ``to_json``)."""
-        replies: list[tuple[int, bytes | None, ErrorInfo | None]] = []
-        for ack_id, ack in (self._replies or {}).items():
-            if ack.error is not None:
-                replies.append((ack_id, None, ack.error))
-                continue
-            data = ack.data if to_json is None else to_json(ack.data)
-            replies.append((ack_id, bytes(data), None))
-        # A handler still running when its session is saved never answers there: a resend
-        # must get an error, never a made-up success.
-        for ack_id in sorted(self._inflight or ()):
-            replies.append((ack_id, None, ErrorInfo(status.INTERRUPTED, "the handler did not finish")))
-        return DedupState(self.high, sorted(self._gaps or ()), replies)
-
-    @classmethod
-    def restore(
-        cls, state: DedupState, ns: str, from_json: _Transcode | None = None, *, size: int = 64, span: int = 1024
-    ) -> DedupWindow:
-        """Rebuild a window from a saved session (answers converted from JSON by ``from_json``)."""
-        window = cls(size=size, span=span)
-        window.high = state.high
-        if state.gaps:
-            window._gaps = set(state.gaps)
-        for ack_id, data, error in state.replies:
-            raw = msgspec.Raw(b"null" if data is None else data)
-            if from_json is not None:
-                raw = from_json(raw)
-            window.answered(ack_id, Ack(ns, ack_id, raw, error))
-        return window
-
-    def __repr__(self) -> str:
-        return f"DedupWindow(high={self.high}, kept={len(self._replies or ())}, in_flight={len(self._inflight or ())})"
 
 
 # The core ---------------------------------------------------------------------------------

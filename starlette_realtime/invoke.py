@@ -21,7 +21,8 @@ from .dispatch import Handler
 from .exceptions import BackendUnavailable, HandlerError, Rejected
 from .frames import Ack, ErrorInfo, Event
 from .identity import user_key
-from .link import Link, log_fields
+from .link import Link
+from .logs import log_fields
 from .metrics import Metrics
 
 logger = logging.getLogger(__name__)

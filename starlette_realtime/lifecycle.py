@@ -26,7 +26,8 @@ from .exceptions import Rejected
 from .frames import Connect
 from .identity import user_key
 from .invoke import Invoker, Owner
-from .link import Link, log_fields
+from .link import Link
+from .logs import log_fields
 from .membership import Membership
 from .metrics import Metrics
 from .recovery import Recovery

@@ -23,13 +23,15 @@ import anyio
 import anyio.abc
 
 from . import status
+from .calls import Calls
 from .config import RealtimeConfig
 from .connection import Connection, ConnectionState
 from .core import Close, CloseNamespace, DedupWindow, Dispatch, Open, Refuse, Resolve, Send, SessionCore
 from .exceptions import AckError, CallTimeout, ProtocolError, Rejected
+from .expiry import credential_expiry, first_expired
 from .fastpath import preframed
 from .frames import PROTOCOL_VERSION, Ack, Connect, ConnectError, Disconnect, Event, Frame, Hello
-from .identity import user_key
+from .logs import log_fields
 from .metrics import Metrics
 from .outbox import Outbox, Overflow
 from .wire import Wire
@@ -111,7 +113,7 @@ class Link:
             preframed=preframed(scope),
         )
         self.connections: dict[str, Connection] = {}
-        self.calls: dict[int, tuple[str, asyncio.Future[Any]]] = {}
+        self.calls = Calls()
         #: Handlers running now (shutdown and a dropped socket wait for them).
         self.busy = 0
         #: Why the server is closing this socket: (close code, reason), or None.
@@ -237,7 +239,7 @@ class Link:
                 elif kind_ is Open:
                     await self._open(action.frame)  # type: ignore[attr-defined]
                 elif kind_ is Resolve:
-                    self._resolve(action.frame)  # type: ignore[attr-defined]
+                    self.calls.resolve(action.frame, wire.payload_decoder(Any))  # type: ignore[attr-defined]
                 elif kind_ is CloseNamespace:
                     await self.close_namespace(action.ns, action.reason, notify=False)  # type: ignore[attr-defined]
                 elif kind_ is Close:
@@ -293,8 +295,7 @@ class Link:
                 "use @on_event(..., concurrent=True)"
             )
         ack_id = self.core.call(ns)
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.calls[ack_id] = (ns, fut)
+        fut = self.calls.start(ack_id, ns)
         self.send_frame(Event(ns, event, self.codec.encode_payload(data), ack_id))
         try:
             with anyio.fail_after(timeout):
@@ -302,24 +303,11 @@ class Link:
         except TimeoutError:
             raise CallTimeout(f"no ack for {event!r} within {timeout} s") from None
         finally:
-            self.calls.pop(ack_id, None)
+            self.calls.end(ack_id)
             self.core.call_done(ack_id)
         if isinstance(result, AckError):
             raise result
         return result
-
-    def _resolve(self, frame: Ack) -> None:
-        entry = self.calls.pop(frame.id, None)
-        if entry is None or entry[1].done():
-            return
-        fut = entry[1]
-        if frame.error is not None:
-            fut.set_result(AckError(frame.error.code, frame.error.message))
-            return
-        try:
-            fut.set_result(self.codec.payload_decoder(Any)(frame.data))
-        except Exception:  # undecodable, too deep, not UTF-8
-            fut.set_result(AckError(status.INVALID_PAYLOAD, "undecodable ack payload"))
 
     # Namespaces ------------------------------------------------------------
 
@@ -353,11 +341,7 @@ class Link:
         if notify:
             self.send_frame(Disconnect(ns, reason))
         try:
-            for ack_id, (call_ns, fut) in list(self.calls.items()):
-                if call_ns == ns:
-                    self.calls.pop(ack_id, None)
-                    if not fut.done():
-                        fut.set_result(AckError(status.NOT_CONNECTED, "connection closed"))
+            self.calls.fail(ns)
             await self.node.close(
                 self, conn, reason, was_open=was_open, keep_session=keep_session and was_open,
                 window=self.core.windows.get(ns),
@@ -390,10 +374,7 @@ class Link:
                     "clean-up failed (link=%s sid=%s namespace=%s)", self.id, conn.sid, ns,
                     extra=log_fields(self, conn, reason=reason, close_code=code),
                 )
-        for _, fut in self.calls.values():
-            if not fut.done():
-                fut.set_result(AckError(status.NOT_CONNECTED, "connection closed"))
-        self.calls.clear()
+        self.calls.fail()
 
     # Control from outside the reader ----------------------------------------
 
@@ -452,33 +433,22 @@ class Link:
 
     def track_expiry(self, conn: Connection) -> None:
         """Take a connection's credential expiry from ``conn.user.expires_at`` and note it."""
-        try:
-            expires_at = getattr(conn.user, "expires_at", None)
-        except Exception:  # a user object whose attributes raise (e.g. NotImplementedError)
-            expires_at = None
-        conn.expires_at = float(expires_at) if isinstance(expires_at, (int, float)) else None
+        conn.expires_at = credential_expiry(conn.user)
         if conn.expires_at is not None and (self.expires_at is None or conn.expires_at < self.expires_at):
             self.expires_at = conn.expires_at
 
     def check_expiry(self, now: float) -> None:
         """Close with 4003 when a connection's credential has expired, else note the next expiry."""
-        earliest: float | None = None
-        for conn in self.connections.values():
-            expires_at = conn.expires_at
-            if expires_at is None:
-                continue
-            if expires_at <= now:
-                self.node.metrics.closed_by_server("token_expired")
-                logger.info(
-                    "credential expired, closing with 4003 (link=%s sid=%s namespace=%s)",
-                    self.id, conn.sid, conn.namespace,
-                    extra=log_fields(self, conn, reason="token expired", close_code=status.WS_4003_TOKEN_EXPIRED),
-                )
-                self.abort(status.WS_4003_TOKEN_EXPIRED, "token expired")
-                return
-            if earliest is None or expires_at < earliest:
-                earliest = expires_at
-        self.expires_at = earliest
+        expired, self.expires_at = first_expired(self.connections.values(), now)
+        if expired is None:
+            return
+        self.node.metrics.closed_by_server("token_expired")
+        logger.info(
+            "credential expired, closing with 4003 (link=%s sid=%s namespace=%s)",
+            self.id, expired.sid, expired.namespace,
+            extra=log_fields(self, expired, reason="token expired", close_code=status.WS_4003_TOKEN_EXPIRED),
+        )
+        self.abort(status.WS_4003_TOKEN_EXPIRED, "token expired")
 
     def spawn(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
         """Run a task in the link's task group (it dies with the link)."""
@@ -502,32 +472,3 @@ class Link:
 
     def __repr__(self) -> str:
         return f"Link(id={self.id!r}, namespaces={sorted(self.connections)!r}, wire={self.codec.name!r})"
-
-
-def log_fields(
-    link: Link | None, conn: Connection | None = None, *, reason: str | None = None, close_code: int | None = None
-) -> dict[str, Any]:
-    """The ``extra=`` fields of the library's log records about a connection.
-
-    Every record carries the same keys (``None`` when not applicable), so that a
-    formatter or a JSON handler can rely on them: ``link_id`` (the WebSocket),
-    ``sid`` (the namespace connection), ``namespace``, ``user`` (the identity key,
-    never a token), ``reason`` and ``close_code``.
-
-    Args:
-        link: the WebSocket, when there is one.
-        conn: the namespace connection, when there is one.
-        reason: why it closed or was refused.
-        close_code: the WebSocket close code.
-
-    Returns:
-        The fields, for ``logger.info(..., extra=log_fields(...))``.
-    """
-    return {
-        "link_id": link.id if link is not None else None,
-        "sid": conn.sid if conn is not None else None,
-        "namespace": conn.namespace if conn is not None else None,
-        "user": user_key(conn.user) if conn is not None else None,
-        "reason": reason,
-        "close_code": close_code,
-    }

@@ -22,46 +22,17 @@ children are looked up once per label set and cached.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_asgi_app
-from prometheus_client.multiprocess import MultiProcessCollector
-from starlette.types import Receive, Scope, Send
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from . import status
 from .metrics import Metrics
-
-#: Handler durations, seconds: fine below a millisecond, where most handlers are.
-HANDLER_BUCKETS: tuple[float, ...] = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-)
-#: Publish-to-receive lag, seconds (one node: well under a millisecond; through Redis: about one).
-LAG_BUCKETS: tuple[float, ...] = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-)
-
-#: Disconnect reasons reported as themselves; any other (an application's own
-#: ``conn.disconnect(reason)`` text) is reported as ``other``, to keep the label bounded.
-KNOWN_REASONS: frozenset[str] = frozenset({
-    "client disconnect",
-    "transport closed",
-    "server disconnect",
-    "disconnected by server",
-    "server shutdown",
-    "slow consumer",
-    "heartbeat timeout",
-    "rate limited",
-    "protocol error",
-    "message too big",
-    "token expired",
-    "kicked",
-})
-
+from .prometheus_export import MetricsApp, metrics_app, multiprocess_dir
+from .prometheus_labels import HANDLER_BUCKETS, KNOWN_REASONS, LAG_BUCKETS, code_label, reason_label
 
 
 class MetricsSample(msgspec.Struct, frozen=True):
@@ -396,99 +367,6 @@ def _buckets(metric: Histogram, n: int) -> tuple[float, ...]:
                 counts[i % n] += s.value
                 i += 1
     return tuple(counts)
-
-
-def reason_label(reason: str) -> str:
-    """The ``reason`` label of a disconnect: a known reason in snake case, else ``other``.
-
-    Args:
-        reason: the reason the core passed to ``connection_closed``.
-
-    Returns:
-        A label value from a fixed set.
-    """
-    return reason.replace(" ", "_") if reason in KNOWN_REASONS else "other"
-
-
-def code_label(code: int | None) -> str:
-    """The ``code`` label of a disconnect: a standard or library close code, ``none`` or ``other``.
-
-    Args:
-        code: the WebSocket close code, or ``None`` when only the namespace closed.
-
-    Returns:
-        A label value from a bounded set (a client chooses its own close code).
-    """
-    if code is None:
-        return "none"
-    if 1000 <= code <= 1015 or code in status.CLOSE_CODES:
-        return str(code)
-    return "other"
-
-
-def multiprocess_dir() -> str | None:
-    """The prometheus-client multi-process directory, when multi-process mode is on.
-
-    Returns:
-        The value of ``PROMETHEUS_MULTIPROC_DIR``, or ``None``.
-    """
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
-
-
-class MetricsApp:
-    """The ASGI app of :func:`metrics_app` (a class, so that Starlette's ``Route`` treats it as an app)."""
-
-    def __init__(
-        self,
-        registry: CollectorRegistry,
-        *,
-        disable_compression: bool = False,
-        flush: Callable[[], None] | None = None,
-    ) -> None:
-        self.registry = registry
-        self._flush = flush
-        self._inner = make_asgi_app(registry, disable_compression=disable_compression)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            if scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": status.WS_1008_POLICY_VIOLATION})
-            return
-        if scope.get("method") not in ("GET", "HEAD"):
-            headers = [(b"allow", b"GET, HEAD"), (b"content-type", b"text/plain; charset=utf-8")]
-            await send({"type": "http.response.start", "status": 405, "headers": headers})
-            await send({"type": "http.response.body", "body": b"method not allowed\n"})
-            return
-        if self._flush is not None:
-            self._flush()
-        await self._inner(scope, receive, send)
-
-    def __repr__(self) -> str:
-        return f"MetricsApp(multiprocess={multiprocess_dir() is not None})"
-
-
-def metrics_app(metrics: PrometheusMetrics, *, disable_compression: bool = False) -> MetricsApp:
-    """A mountable ASGI app answering ``GET`` with the metrics in the Prometheus text format.
-
-    With ``PROMETHEUS_MULTIPROC_DIR`` set, it serves the values of every worker
-    process, merged from that directory, as prometheus-client documents;
-    otherwise the metrics' own registry.  The app speaks HTTP only; mount it
-    behind your own authentication or on an internal port if the figures are
-    not for everyone.
-
-    Args:
-        metrics: the metrics to serve.
-        disable_compression: never gzip the answer, even when the scraper asks for it.
-
-    Returns:
-        An ASGI application: ``Route("/metrics", metrics_app(metrics))``, or
-        ``app.mount("/metrics", ...)`` (scraped at ``/metrics/``).
-    """
-    registry: CollectorRegistry = metrics.registry
-    if multiprocess_dir() is not None:
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    return MetricsApp(registry, disable_compression=disable_compression, flush=metrics.flush)
 
 
 __all__ = [

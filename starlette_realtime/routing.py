@@ -38,7 +38,8 @@ from .hub import Hub
 from .identity import user_key
 from .lifecycle import Lifecycle
 from .limits import Limits
-from .link import Link, log_fields
+from .link import Link
+from .logs import log_fields
 from .membership import Membership
 from .metrics import Metrics, ReportsReconnects
 from .origin import OriginPolicy, same_origin
@@ -339,7 +340,9 @@ class RealtimeRouter:
             self.links.discard(link)
             if link.remote_code is None:
                 code, reason = link.close_with or (status.WS_1000_NORMAL_CLOSURE, "")
-                with anyio.move_on_after(1.0, shield=True):
+                # uvicorn's send waits until the transport drains: a slow consumer's close
+                # frame goes out once it reads its backlog, if it does within this time.
+                with anyio.move_on_after(5.0, shield=True):
                     with contextlib.suppress(Exception):
                         await send({"type": "websocket.close", "code": code, "reason": reason})
 

@@ -344,6 +344,9 @@ def test_bytes_out_are_exact_with_mixed_encodings() -> None:
             pushed.append(size)
             return True
 
+        def push_frame(self, frame: bytes, message: Any, size: int, volatile: bool = False) -> bool:
+            return self.push(message, size, volatile)
+
     class Receiver:
         def __init__(self, sid: str, codec: Any) -> None:
             self.sid, self.codec, self.outbox, self.rooms, self.buffer = sid, codec, Out(), {"r"}, None
