@@ -123,6 +123,9 @@ SERVERS: dict[str, ServerSpec] = {
         ServerSpec("node", "Node socket.io", "sio", "/socket.io/?EIO=4&transport=websocket", "node",
                    "node_socketio.js"),
         ServerSpec("ours", "starlette-realtime", "rt", "/ws/", "uvicorn", "ours:app"),  # Mount needs the slash
+        # ours over its Socket.IO wire, spoken to by the same client as the two socket.io peers.
+        ServerSpec("ours-sio", "starlette-realtime (Socket.IO)", "sio", "/socket.io/?EIO=4&transport=websocket",
+                   "uvicorn", "ours_socketio:app"),
         # ours on the package of the checkout at BENCH_BASE_TREE: before/after comparisons in one run.
         ServerSpec("ours-base", "starlette-realtime (base)", "rt", "/ws/", "uvicorn", "ours:app"),
         # A few-line stand-in that speaks docs/protocol.md, to test the "rt" dialect before ours exists. Not a peer.
