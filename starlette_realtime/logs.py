@@ -2,9 +2,37 @@
 
 from __future__ import annotations
 
+import logging
+from contextvars import ContextVar
 from typing import Any, Protocol
 
 from .identity import user_key
+
+#: True in the task of a WebSocket handshake the router refused on purpose (an HTTP 400/403/503 was sent).
+refused_handshake: ContextVar[bool] = ContextVar("refused_handshake", default=False)
+
+
+class RefusedHandshakeFilter(logging.Filter):
+    """Drops uvicorn's ``ASGI callable returned without completing handshake.`` for refused handshakes.
+
+    A router that refuses a handshake with an HTTP response (an unknown subprotocol: 400,
+    shutting down: 503) completes the ASGI sequence, but uvicorn still logs that error, so
+    any peer could fill an operator's error log.  The record is dropped only when it comes
+    from the task of a handshake this library refused on purpose; the same message from
+    any other application is kept.
+    """
+
+    MESSAGE = "ASGI callable returned without completing handshake."
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.msg == self.MESSAGE and refused_handshake.get())
+
+
+def quiet_refused_handshakes(logger_name: str = "uvicorn.error") -> None:
+    """Add :class:`RefusedHandshakeFilter` to uvicorn's error logger once (the router does it at start-up)."""
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(f, RefusedHandshakeFilter) for f in logger.filters):
+        logger.addFilter(RefusedHandshakeFilter())
 
 
 class _Socket(Protocol):
@@ -52,4 +80,4 @@ def log_fields(
     }
 
 
-__all__ = ["log_fields"]
+__all__ = ["RefusedHandshakeFilter", "log_fields", "quiet_refused_handshakes", "refused_handshake"]

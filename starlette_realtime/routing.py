@@ -39,7 +39,7 @@ from .identity import user_key
 from .lifecycle import Lifecycle
 from .limits import Limits
 from .link import Link
-from .logs import log_fields
+from .logs import log_fields, quiet_refused_handshakes, refused_handshake
 from .membership import Membership
 from .metrics import Metrics, ReportsReconnects
 from .origin import OriginPolicy, same_origin
@@ -216,6 +216,7 @@ class RealtimeRouter:
             tg.start_soon(self._scheduler().run)
             if self.socketio is not None:
                 await stack.enter_async_context(self.socketio)
+            quiet_refused_handshakes()
         except BaseException:
             await stack.aclose()
             raise
@@ -247,6 +248,7 @@ class RealtimeRouter:
             if self._started:
                 return
             await self.backend.start(self.hub.deliver)
+            quiet_refused_handshakes()
             self._lazy_task = asyncio.get_running_loop().create_task(self._scheduler().run())
             self._lazy_task.add_done_callback(_log_crash)
             self._started = True
@@ -300,6 +302,7 @@ class RealtimeRouter:
                 "handshake refused, closing with 1008: foreign origin",
                 extra=log_fields(None, reason="foreign origin", close_code=status.WS_1008_POLICY_VIOLATION),
             )
+            refused_handshake.set(True)
             await send({"type": "websocket.close", "code": status.WS_1008_POLICY_VIOLATION})
             return
         codec = next((self.codecs[p] for p in scope.get("subprotocols", ()) if p in self.codecs), None)

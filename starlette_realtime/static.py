@@ -7,6 +7,7 @@ from importlib import resources
 from typing import Any
 
 from . import status
+from .logs import refused_handshake
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -48,6 +49,7 @@ async def deny(scope: dict[str, Any], send: Send, code: int, text: str) -> None:
     Servers without the ``websocket.http.response`` extension get a close before accept
     (which they answer with 403).
     """
+    refused_handshake.set(True)  # uvicorn's "returned without completing handshake" is expected
     if "websocket.http.response" in (scope.get("extensions") or {}):
         await send({
             "type": "websocket.http.response.start",
