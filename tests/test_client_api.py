@@ -164,3 +164,21 @@ async def test_a_namespace_the_server_closed_stays_closed() -> None:
                 await client.wait_connected(5)  # the reconnect opens /chat only
                 assert await client.call("join", "x", namespace="/chat") == ["x"]
     assert seen.auth["/admin"] == [None]  # opened once, never again
+
+
+async def test_an_auth_provider_that_fails_is_retried_with_backoff(caplog: pytest.LogCaptureFixture) -> None:
+    seen = Seen()
+    calls: list[int] = []
+
+    async def provider() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise OSError("token service down")
+        return "fresh"
+
+    with serve(make_app(seen)) as srv, anyio.fail_after(10):
+        async with RealtimeClient(srv.url + "/realtime", namespaces=["/chat"], auth=provider,
+                                  reconnection_delay=0.05, randomization_factor=0) as client:
+            assert client.reconnects == 2
+    assert seen.auth["/chat"] == [{"token": "fresh"}]
+    assert sum("auth provider of /chat failed" in r.getMessage() for r in caplog.records) == 2

@@ -95,7 +95,13 @@ class ClientCore:
                 await self.send_connect(ns)
 
     async def send_connect(self, ns: NamespaceState) -> None:
-        auth = await resolve_auth(ns.auth)
+        try:
+            auth = await resolve_auth(ns.auth)
+        except Exception:
+            # A token service that is down now may be up later: retry with backoff, as after a drop.
+            logger.exception("the auth provider of %s failed: reconnecting later", ns.name)
+            await self._loop().close_for_retry()
+            return
         await self.send(ns.connect_frame(self.codec.encode_payload(auth)))
 
     def lost(self, code: int | None) -> None:
