@@ -28,7 +28,9 @@ def codes() -> tuple[tuple[Code, ...], tuple[Code, ...], tuple[Code, ...]]:
     close = tuple(Code(code, meaning, retry) for code, (retry, meaning) in sorted(status.CLOSE_CODES.items()))
     ack = tuple(Code(code, meaning) for code, meaning in status.ERROR_CODES.items())
     connect = tuple(
-        Code(code, meaning, code in RETRYABLE_CONNECT) for code, meaning in status.CONNECT_ERROR_CODES.items()
+        # Only "retryable" is certain: an application's Rejected may mark any code retryable.
+        Code(code, meaning, True if code in RETRYABLE_CONNECT else None)
+        for code, meaning in status.CONNECT_ERROR_CODES.items()
     )
     return close, ack, connect
 

@@ -221,6 +221,8 @@ def _codes(contract: Contract) -> str:
         lines = []
         for code in codes:
             retry = "" if code.retryable is None else (" (retryable)" if code.retryable else " (terminal)")
+            if "retryable" in code.description:
+                retry = ""
             lines.append(f"  /** {code.description}{retry} */\n  | {json.dumps(code.value)}")
         if open_ended:
             lines.append("  /** A code of the application. */\n  | (string & {})")
