@@ -54,7 +54,7 @@ class PreframedProtocol(WebSocketsSansIOProtocol):
         """Write one complete frame now; ``False`` (nothing written) while writing is paused.
 
         Raises:
-            ClientDisconnected: the peer is gone or closing (as the ASGI ``send``).
+            uvicorn.protocols.utils.ClientDisconnected: the peer is gone or closing (as the ASGI ``send``).
             RuntimeError: the WebSocket was not accepted, or ``websocket.close`` was sent.
         """
         if not self.writable.is_set():
@@ -67,7 +67,7 @@ class PreframedProtocol(WebSocketsSansIOProtocol):
         """Wait while writing is paused, then write one complete frame (the ASGI ``send`` path).
 
         Raises:
-            ClientDisconnected: the peer is gone or closing.
+            uvicorn.protocols.utils.ClientDisconnected: the peer is gone or closing.
             RuntimeError: the WebSocket was not accepted, or ``websocket.close`` was sent.
         """
         await self.writable.wait()
