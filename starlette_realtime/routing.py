@@ -139,7 +139,8 @@ class RealtimeRouter:
         #: The Socket.IO endpoint at ``/socket.io/`` (docs/socketio.md), when ``socketio=True``.
         self.socketio = SocketIOServer(
             self.serve, allows_origin=self.origins.allows, ping_interval=self.config.ping_interval,
-            ping_timeout=self.config.ping_timeout, max_payload=self.config.max_message_size, options=socketio,
+            ping_timeout=self.config.ping_timeout, max_payload=self.config.max_message_size,
+            max_sessions=self.limits.max_connections, options=socketio,
         ) if socketio else None
         # The monotonic clock of the node: heartbeats, token buckets, deadlines.  A Limits
         # with a clock of its own (a test's manual clock) sets it for all of them.

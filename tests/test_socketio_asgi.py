@@ -17,7 +17,8 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from starlette_realtime.socketio.asgi import EngineIO, Receive, Send
+from starlette_realtime.socketio.asgi import EngineIO
+from starlette_realtime.socketio.live import Receive, Send
 from starlette_realtime.socketio.packets import unpack_unit
 from tests.conftest import ServerThread, serve
 
@@ -364,3 +365,18 @@ async def test_messages_sent_during_the_probe_arrive_on_the_websocket(
             assert (await http.post("", params=q(sid), content='42["queued"]')).status_code == 200
             await ws.send("5")
             assert await ws.recv() == '42["queued"]'
+
+
+async def test_handshakes_beyond_max_sessions_are_turned_away() -> None:
+    full = EngineIO(echo, max_sessions=1)
+    app = App()
+    app.engine = full
+    with serve(app) as srv, anyio.fail_after(5):
+        async with httpx.AsyncClient(base_url=srv.http + "/socket.io/", timeout=5) as http:
+            await open_polling(http)
+            r = await http.get("", params={"EIO": "4", "transport": "polling"})
+            assert r.status_code == 503
+            async with websockets.connect(url(srv)) as ws:
+                with pytest.raises(ConnectionClosed):
+                    await ws.recv()
+            assert ws.close_code == 1013

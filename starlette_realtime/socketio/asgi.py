@@ -16,67 +16,34 @@ in this object's task group (entered with ``async with``): POST bodies feed a
 bounded stream that ``serve`` reads, ``send`` fills a buffer that the waiting
 GET takes.  After an upgrade the WebSocket call feeds the same stream.
 Polling sessions live in this process: several processes need sticky sessions.
-
-The ``send`` callables use no anyio cancel scope: the core's outbox drives a send
-as a bare coroutine from the pushing task and may finish it in its writer task.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
 import anyio
 from anyio.abc import TaskGroup
 
-from ..exceptions import ProtocolError
+from .. import status
 from . import engineio
 from .engineio import RequestError
-from .packets import Reassembler, pack_unit
+from .live import LiveSession, Message, Receive, Send
 from .session import EngineSession, Transport, Verdict
 from .wire import RecoveryEcho
 
 logger = logging.getLogger(__name__)
 
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 Serve = Callable[[dict[str, Any], Receive, Send], Awaitable[None]]
 
 _TEXT_HEADERS: Final = [(b"content-type", b"text/plain; charset=UTF-8"), (b"cache-control", b"no-store")]
 _JSON_HEADERS: Final = [(b"content-type", b"application/json")]
-_INBOX_SIZE: Final = 64
-
-
-def _message(unit: str | list[str | bytes]) -> Message:
-    if isinstance(unit, str):
-        return {"type": "websocket.receive", "text": unit}
-    return {"type": "websocket.receive", "bytes": pack_unit(unit)}
-
-
-class _Live:
-    """The I/O side of one session: its state machine, its inbox, its waiting GET and its WebSocket."""
-
-    __slots__ = ("echo", "engine", "inbox", "inbox_reader", "reassembler", "wake", "write_lock", "ws_closed", "ws_send")
-
-    def __init__(self, engine: EngineSession, echo: RecoveryEcho | None) -> None:
-        self.engine = engine
-        self.echo = echo
-        self.reassembler = Reassembler()
-        self.wake = anyio.Event()
-        self.ws_send: Send | None = None
-        self.ws_closed = False
-        # serve() writes while the reader answers probes and the scheduler pings: one writer at a time.
-        # An asyncio lock, not anyio's: the core's outbox may start a send in one task and finish
-        # it in another, and anyio's lock enters a cancel scope that must be left in the same task.
-        self.write_lock = asyncio.Lock()
-        self.inbox, self.inbox_reader = anyio.create_memory_object_stream[Message](_INBOX_SIZE)
 
 
 class EngineIO:
@@ -92,6 +59,8 @@ class EngineIO:
             and receives the ``"3"`` answers).
         echo_pids: put the ``pid`` a client presented back into a recovered
             CONNECT reply (:class:`~.wire.RecoveryEcho`).
+        max_sessions: the most sessions at once; a handshake beyond it gets HTTP 503
+            (polling) or close 1013 (WebSocket), and the client retries later.
         clock: the monotonic clock, in seconds.
     """
 
@@ -104,6 +73,7 @@ class EngineIO:
         max_payload: int = 1_000_000,
         heartbeat: bool = True,
         echo_pids: bool = False,
+        max_sessions: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._serve = serve
@@ -112,8 +82,9 @@ class EngineIO:
         self.max_payload = max_payload
         self.heartbeat = heartbeat
         self.echo_pids = echo_pids
+        self.max_sessions = max_sessions
         self._clock = clock
-        self.sessions: dict[str, _Live] = {}
+        self.sessions: dict[str, LiveSession] = {}
         self._tg: TaskGroup | None = None
 
     async def __aenter__(self) -> EngineIO:
@@ -127,11 +98,11 @@ class EngineIO:
         if tg is not None:
             for live in list(self.sessions.values()):
                 live.engine.close("server close")
-                await self._flush(live)
+                await live.flush()
             tg.cancel_scope.cancel()
             await tg.__aexit__(None, None, None)
 
-    def _new_session(self, transport: Transport) -> _Live:
+    def _new_session(self, transport: Transport) -> LiveSession:
         sid = secrets.token_urlsafe(15)
         engine = EngineSession(
             sid,
@@ -142,8 +113,15 @@ class EngineIO:
             max_payload=self.max_payload,
             heartbeat=self.heartbeat,
         )
-        live = self.sessions[sid] = _Live(engine, RecoveryEcho() if self.echo_pids else None)
+        live = self.sessions[sid] = LiveSession(engine, RecoveryEcho() if self.echo_pids else None, self._forget)
         return live
+
+    def _forget(self, live: LiveSession) -> None:
+        if self.sessions.get(live.engine.sid) is live:
+            del self.sessions[live.engine.sid]
+
+    def _full(self) -> bool:
+        return self.max_sessions is not None and len(self.sessions) >= self.max_sessions
 
     def _transport_of(self, sid: str) -> str | None:
         live = self.sessions.get(sid)
@@ -155,82 +133,14 @@ class EngineIO:
         elif scope["type"] == "http":
             await self._http(scope, receive, send)
 
-    # -- shared -------------------------------------------------------------
-
-    async def _flush(self, live: _Live) -> None:
-        """Carry out what the state machine decided: frames, a woken GET, a closed session."""
-        engine = live.engine
-        frames = engine.ws_frames()
-        ws_send = live.ws_send
-        if ws_send is not None and not live.ws_closed and (frames or engine.closed):
-            async with live.write_lock:
-                for frame in frames:
-                    if isinstance(frame, str):
-                        await ws_send({"type": "websocket.send", "text": frame})
-                    else:
-                        await ws_send({"type": "websocket.send", "bytes": frame})
-                if engine.closed and not live.ws_closed:
-                    live.ws_closed = True
-                    await ws_send({"type": "websocket.close", "code": engine.close_code})
-        live.wake.set()
-        if engine.closed:
-            self._finish(live)
-
-    def _finish(self, live: _Live) -> None:
-        """Forget a closed session and tell ``serve`` it is over (once)."""
-        if self.sessions.get(live.engine.sid) is live:
-            del self.sessions[live.engine.sid]
-            try:
-                live.inbox.send_nowait({"type": "websocket.disconnect", "code": live.engine.close_code})
-            except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                pass
-            live.inbox.close()
-
-    async def _deliver(self, live: _Live) -> None:
-        """Pass what the client sent to ``serve`` through the session's inbox."""
-        for message in live.engine.messages():
-            try:
-                unit = live.reassembler.feed(message)
-            except ProtocolError:
-                live.engine.close("parse error")
-                return
-            if unit is not None:
-                if live.echo is not None and isinstance(unit, str):
-                    live.echo.inbound(unit)
-                try:
-                    await live.inbox.send(_message(unit))
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    return
-
-    def _callables(self, live: _Live) -> tuple[Receive, Send]:
-        async def receive() -> Message:
-            try:
-                return await live.inbox_reader.receive()
-            except (anyio.EndOfStream, anyio.ClosedResourceError):
-                return {"type": "websocket.disconnect", "code": live.engine.close_code}
-
-        async def send(message: Message) -> None:
-            kind = message["type"]
-            if kind == "websocket.send":
-                text = message.get("text")
-                payload = text if text is not None else message["bytes"].decode()
-                if live.echo is not None:
-                    payload = live.echo.outbound(payload)
-                live.engine.send_payload(payload)
-            elif kind == "websocket.close":
-                live.engine.close("server close", message.get("code"))
-            await self._flush(live)
-
-        return receive, send
-
-    async def _run_serve(self, live: _Live, scope: dict[str, Any]) -> None:
-        receive, send = self._callables(live)
+    async def _run_serve(self, live: LiveSession, scope: dict[str, Any]) -> None:
+        receive, send = live.callables()
         try:
             await self._serve(scope, receive, send)
         finally:
             if not live.engine.closed:
                 live.engine.close("server close")
-                await self._flush(live)
+                await live.flush()
             live.inbox_reader.close()
 
     async def _heartbeats(self) -> None:
@@ -243,7 +153,7 @@ class EngineIO:
                 deadline = live.engine.deadline()
                 if deadline is not None and now >= deadline:
                     live.engine.tick(now)
-                    await self._flush(live)
+                    await live.flush()
 
     # -- HTTP long-polling --------------------------------------------------
 
@@ -255,6 +165,9 @@ class EngineIO:
             await _respond(send, checked.http_status, checked.body(), _JSON_HEADERS)
             return
         if checked.sid is None:
+            if self._full():
+                await _respond(send, 503, b'{"code":3,"message":"Server full"}', _JSON_HEADERS)
+                return
             if self._tg is None:
                 raise RuntimeError("EngineIO is not started: enter it with 'async with' (the router's lifespan does)")
             live = self._new_session(Transport.POLLING)
@@ -270,10 +183,10 @@ class EngineIO:
         else:
             await self._post(self.sessions[checked.sid], scope, receive, send)
 
-    async def _poll(self, live: _Live, receive: Receive, send: Send) -> None:
+    async def _poll(self, live: LiveSession, receive: Receive, send: Send) -> None:
         engine = live.engine
         if engine.begin_get() is not Verdict.OK:
-            await self._flush(live)
+            await live.flush()
             await _respond(send, 400, RequestError.BAD_REQUEST.body(), _JSON_HEADERS)
             return
         gone = False
@@ -293,13 +206,13 @@ class EngineIO:
             tg.cancel_scope.cancel()
         if body is None:
             engine.abort_get()
-            await self._flush(live)
+            await live.flush()
             return
         if engine.closed:
-            self._finish(live)
+            live.finish()
         await _respond(send, 200, body, _TEXT_HEADERS)
 
-    async def _post(self, live: _Live, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    async def _post(self, live: LiveSession, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         engine = live.engine
         length = _content_length(scope)
         verdict = engine.begin_post(length)
@@ -307,11 +220,11 @@ class EngineIO:
             body = await _read_body(receive, engine.max_payload)
             if body is None:  # the client went away
                 engine.receive_post(b"", self._clock())
-                await self._flush(live)
+                await live.flush()
                 return
             verdict = engine.receive_post(body, self._clock())
-        await self._deliver(live)
-        await self._flush(live)
+        await live.deliver()
+        await live.flush()
         if verdict is Verdict.OK:
             await _respond(send, 200, b"ok", [(b"content-type", b"text/html")])
         else:
@@ -335,11 +248,14 @@ class EngineIO:
         if message["type"] != "websocket.connect":
             return
         await send({"type": "websocket.accept"})
+        if self._full():
+            await send({"type": "websocket.close", "code": status.WS_1013_TRY_AGAIN_LATER, "reason": "server full"})
+            return
         live = self._new_session(Transport.WEBSOCKET)
         live.ws_send = send
         engine = live.engine
         pending: deque[Message] = deque()
-        await self._flush(live)  # the open packet
+        await live.flush()  # the open packet
 
         async def ws_receive() -> Message:
             while not pending:
@@ -349,22 +265,13 @@ class EngineIO:
                 if message["type"] == "websocket.disconnect":
                     live.ws_closed = True
                     engine.close("transport error")
-                    self._finish(live)
+                    live.finish()
                     return message
                 if message["type"] != "websocket.receive":
                     continue
                 engine.receive_ws(message.get("text"), message.get("bytes"), self._clock())
-                for got in engine.messages():
-                    try:
-                        unit = live.reassembler.feed(got)
-                    except ProtocolError:
-                        engine.close("parse error")
-                        break
-                    if unit is not None:
-                        if live.echo is not None and isinstance(unit, str):
-                            live.echo.inbound(unit)
-                        pending.append(_message(unit))
-                await self._flush(live)
+                pending.extend(live.units())
+                await live.flush()
             return pending.popleft()
 
         async def ws_send(message: Message) -> None:
@@ -382,19 +289,19 @@ class EngineIO:
                             await send(message)  # one packet: the shared message as it is
                     return
                 engine.send_payload(text if text is not None else message["bytes"].decode())
-                await self._flush(live)
+                await live.flush()
             elif kind == "websocket.close":
                 engine.close("server close", message.get("code"))
-                await self._flush(live)
+                await live.flush()
 
         try:
             await self._serve({**scope, "subprotocols": []}, ws_receive, ws_send)
         finally:
             engine.close("server close")
             with anyio.CancelScope(shield=True):
-                await self._flush(live)
+                await live.flush()
 
-    async def _upgrade(self, live: _Live, receive: Receive, send: Send) -> None:
+    async def _upgrade(self, live: LiveSession, receive: Receive, send: Send) -> None:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
@@ -413,8 +320,8 @@ class EngineIO:
                 if message["type"] != "websocket.receive":
                     continue
                 engine.receive_ws(message.get("text"), message.get("bytes"), self._clock())
-                await self._deliver(live)
-                await self._flush(live)
+                await live.deliver()
+                await live.flush()
         finally:
             if engine.transport is Transport.POLLING and not engine.closed:
                 engine.abort_upgrade()
@@ -425,7 +332,7 @@ class EngineIO:
             else:
                 engine.close("transport error")
                 with anyio.CancelScope(shield=True):
-                    await self._flush(live)
+                    await live.flush()
 
     def __repr__(self) -> str:
         return f"EngineIO(sessions={len(self.sessions)}, heartbeat={self.heartbeat})"

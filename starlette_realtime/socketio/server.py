@@ -20,8 +20,9 @@ from typing import Any, Final
 
 import msgspec
 
-from .asgi import EngineIO, Receive, Send
+from .asgi import EngineIO
 from .engineio import RequestError
+from .live import Receive, Send
 from .wire import SocketIOWire
 
 #: Where Socket.IO clients connect by default, under the router's mount.
@@ -43,6 +44,8 @@ class SocketIOOptions(msgspec.Struct, frozen=True, kw_only=True):
 
     path: str = DEFAULT_PATH
     recovery: bool = False
+
+
 ServeWire = Callable[[Scope, Receive, Send, SocketIOWire], Awaitable[None]]
 
 
@@ -55,6 +58,7 @@ class SocketIOServer:
         ping_interval: the router's heartbeat interval (seconds).
         ping_timeout: the router's heartbeat timeout (seconds).
         max_payload: the largest message accepted (the router's ``max_message_size``).
+        max_sessions: the most Engine.IO sessions at once (the router's ``max_connections``).
         options: ``True`` for the defaults, or :class:`SocketIOOptions`.
     """
 
@@ -66,6 +70,7 @@ class SocketIOServer:
         ping_interval: float,
         ping_timeout: float,
         max_payload: int,
+        max_sessions: int | None = None,
         options: bool | SocketIOOptions = True,
     ) -> None:
         opts = options if isinstance(options, SocketIOOptions) else SocketIOOptions()
@@ -81,6 +86,7 @@ class SocketIOServer:
             max_payload=max_payload,
             heartbeat=False,
             echo_pids=opts.recovery,
+            max_sessions=max_sessions,
         )
 
     def handles(self, scope: Scope) -> bool:
