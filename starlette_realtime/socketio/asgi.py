@@ -255,6 +255,7 @@ class EngineIO:
         live.ws_send = send
         engine = live.engine
         pending: deque[Message] = deque()
+        pongs = not self.heartbeat  # pongs go to the layer above when it drives the heartbeat
         await live.flush()  # the open packet
 
         async def ws_receive() -> Message:
@@ -269,7 +270,12 @@ class EngineIO:
                     return message
                 if message["type"] != "websocket.receive":
                     continue
-                engine.receive_ws(message.get("text"), message.get("bytes"), self._clock())
+                text = message.get("text")
+                if text is not None and _plain(text, pongs) and not live.reassembler.waiting:
+                    # A plain EVENT/ACK/DISCONNECT (or a pong the layer above answers for): the message as
+                    # uvicorn gave it, as protocol v1 gets it; the layer above enforces the size limit.
+                    return message
+                engine.receive_ws(text, message.get("bytes"), self._clock())
                 pending.extend(live.units())
                 await live.flush()
             return pending.popleft()
@@ -336,6 +342,13 @@ class EngineIO:
 
     def __repr__(self) -> str:
         return f"EngineIO(sessions={len(self.sessions)}, heartbeat={self.heartbeat})"
+
+
+def _plain(text: str, pongs: bool) -> bool:
+    """Whether a WebSocket text needs nothing from the session: a Socket.IO packet other than CONNECT and binary."""
+    if text[:1] == "4":
+        return text[1:2] in ("1", "2", "3")
+    return pongs and text == "3"
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:

@@ -290,6 +290,11 @@ class Reassembler:
         self._parts: list[str | bytes] = []
         self._missing = 0
 
+    @property
+    def waiting(self) -> bool:
+        """Whether attachments of a binary packet are still expected."""
+        return self._missing > 0
+
     def feed(self, message: str | bytes) -> str | list[str | bytes] | None:
         """Take one message; return a text unit, a completed ``[text, *attachments]`` unit, or ``None``.
 
