@@ -284,16 +284,16 @@ class EngineIO:
             kind = message["type"]
             if kind == "websocket.send":
                 text = message.get("text")
+                if text and text[1:2] not in _SEVERAL:
+                    # One packet (every EVENT, ACK, ping): the shared message as it is.  No lock: the
+                    # server writes each frame whole, and the only other writer here sends the close.
+                    if engine.close_reason is None:
+                        await send(message)
+                    return
                 if text == "":  # a frame with no Socket.IO form (the wire encodes it as nothing)
                     return
                 if live.echo is not None and text is not None and text.startswith("40"):
                     text = live.echo.outbound(text)
-                    message = {"type": "websocket.send", "text": text}
-                if text is not None and "\x1e" not in text and text[:1] != "b":
-                    if not engine.closed:
-                        async with live.write_lock:
-                            await send(message)  # one packet: the shared message as it is
-                    return
                 engine.send_payload(text if text is not None else message["bytes"].decode())
                 await live.flush()
             elif kind == "websocket.close":
@@ -342,6 +342,11 @@ class EngineIO:
 
     def __repr__(self) -> str:
         return f"EngineIO(sessions={len(self.sessions)}, heartbeat={self.heartbeat})"
+
+
+#: The second character of a wire payload that may hold several packets (a binary packet and its attachments)
+#: or that the session looks at (a CONNECT reply, for the recovery echo).
+_SEVERAL: Final = ("0", "5", "6")
 
 
 def _plain(text: str, pongs: bool) -> bool:
