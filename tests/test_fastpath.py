@@ -563,9 +563,10 @@ def _hypercorn() -> Any:
     return hypercorn
 
 
-def test_hypercorn_does_not_offer_it() -> None:
+@contextlib.contextmanager
+def hypercorn_server(app: Any) -> Iterator[int]:
+    """Serve ``app`` with hypercorn (asyncio) in a thread; yields its port once it accepts connections."""
     hypercorn = _hypercorn()
-    probe = Probe()
     port = free_port()
     config = hypercorn.config.Config()
     config.bind = [f"127.0.0.1:{port}"]
@@ -577,7 +578,7 @@ def test_hypercorn_does_not_offer_it() -> None:
         async def main() -> None:
             stopped = asyncio.Event()
             stop.append((asyncio.get_running_loop(), stopped))
-            await hypercorn.asyncio.serve(make_app(probe), config, shutdown_trigger=stopped.wait)
+            await hypercorn.asyncio.serve(app, config, shutdown_trigger=stopped.wait)
 
         asyncio.run(main())
 
@@ -587,24 +588,57 @@ def test_hypercorn_does_not_offer_it() -> None:
         deadline = time.monotonic() + 10
         while True:
             try:
-                client = RawClient(port)
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
             except OSError:
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline or not thread.is_alive():
                     raise
                 time.sleep(0.05)
+        yield port
+    finally:
+        wait_until(lambda: bool(stop), message="hypercorn to start")
+        loop, stopped = stop[0]
+        loop.call_soon_threadsafe(stopped.set)
+        thread.join(10)
+
+
+def test_hypercorn_does_not_offer_it() -> None:
+    probe = Probe()
+    with hypercorn_server(make_app(probe)) as port:
+        client = RawClient(port)
         try:
             for binary in (False, True):
                 client.command(op="asgi", size=70_000, binary=binary)
                 assert client.read_frame() == ws_frame(payload(70_000), binary=binary)
         finally:
             client.close()
-    finally:
-        wait_until(lambda: bool(stop), message="hypercorn to start")
-        loop, stopped = stop[0]
-        loop.call_soon_threadsafe(stopped.set)
-        thread.join(10)
     assert probe.offered == [False]
+
+
+@pytest.mark.parametrize("subprotocol", ["rt.v1.json", "rt.v1.msgpack"])
+def test_the_library_on_hypercorn_puts_the_same_bytes_on_the_wire(subprotocol: str) -> None:
+    # The same broadcast through the library on hypercorn (ASGI messages) and on uvicorn with the fast path.
+    frames: dict[str, list[bytes]] = {}
+    for name in ("hypercorn", "fast"):
+        app, realtime = make_realtime_app()
+        with contextlib.ExitStack() as stack:
+            if name == "hypercorn":
+                port = stack.enter_context(hypercorn_server(app))
+            else:
+                port = stack.enter_context(serve(app, ws=PreframedProtocol)).port
+            a, b = RtClient(port, subprotocol), RtClient(port, subprotocol)
+            stack.callback(a.close)
+            stack.callback(b.close)
+            a.join("r")
+            b.join("r")
+            for size in (10, 70_000):
+                a.send([5, "/chat", "shout", {"room": "r", "text": payload(size).decode()}])
+                got = a.read_frame()
+                assert b.read_frame() == got
+                # The room's epoch is random per server: the same length, masked out.
+                epoch = a.decode(got)[6].encode()
+                frames.setdefault(name, []).append(got.replace(epoch, b"E" * len(epoch)))
+    assert frames["hypercorn"] == frames["fast"]
 
 
 # server.run's default ------------------------------------------------------------------------
