@@ -227,3 +227,20 @@ async def test_polling_carries_the_same_packets(server: ServerThread) -> None:
                 got += [p for p in r.text.split("\x1e") if p != "2"]
             assert got[0].startswith("40{")
             assert got[1] == '431[{"token":"p"}]'
+
+
+async def test_polling_sessions_get_pings_and_a_silent_one_is_closed(server: ServerThread) -> None:
+    with anyio.fail_after(5):
+        async with httpx.AsyncClient(base_url=server.http + "/socket.io/", timeout=5) as http:
+            r = await http.get("", params={"EIO": "4", "transport": "polling"})
+            sid = msgspec.json.decode(r.text[1:])["sid"]
+            q = {"EIO": "4", "transport": "polling", "sid": sid}
+            assert (await http.post("", params=q, content="40")).text == "ok"
+            assert (await http.get("", params=q)).text.startswith("40{")
+            for _ in range(2):
+                assert (await http.get("", params=q)).text == "2"
+                assert (await http.post("", params=q, content="3")).text == "ok"
+            assert (await http.get("", params=q)).text == "2"
+            last = await http.get("", params=q)  # no pong: the session closes within ping_timeout
+            assert last.text in ("1", "41\x1e1", "41")
+            assert (await http.get("", params=q)).status_code == 400

@@ -186,3 +186,25 @@ def test_room_publications_carry_their_position_as_a_last_argument() -> None:
 def test_payload_decoders_are_cached() -> None:
     assert W.payload_decoder(int) is W.payload_decoder(int)
     assert W.payload_decoder(tuple[int, str])(b'[1,"a"]') == (1, "a")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['42["ev",1]', '4212["ev",1,2]', '42["ev"]', "4312[]", '4312["a"]', '42/x,3["ev"]', '4299999999999["ev"]', "43[1]"],
+)
+def test_the_main_namespace_shortcut_decodes_as_the_general_path(text: str) -> None:
+    from starlette_realtime.socketio import packets
+
+    def outcome(fn: object) -> object:
+        try:
+            frame = fn()  # type: ignore[operator]
+        except ProtocolError:
+            return "protocol error"
+        return (type(frame).__name__, frame.ns, getattr(frame, "event", None), bytes(frame.data), frame.id)
+
+    def general_path() -> object:
+        head = packets.parse_header(text, 1)
+        return W._frame(head, text[head.end :].encode())
+
+    general = outcome(general_path)
+    assert outcome(lambda: W.receive(text, None)) == general

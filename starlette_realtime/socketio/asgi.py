@@ -280,21 +280,27 @@ class EngineIO:
                 await live.flush()
             return pending.popleft()
 
-        async def ws_send(message: Message) -> None:
+        def ws_send(message: Message) -> Awaitable[None]:
+            if message["type"] == "websocket.send":
+                text = message.get("text")
+                if text and text[1:2] not in _SEVERAL and engine.close_reason is None:
+                    # One packet (every EVENT, ACK, ping): the server's own send of the shared message,
+                    # returned rather than awaited (no coroutine of ours per delivery).  No lock: the
+                    # server writes each frame whole, and the only other writer here sends the close.
+                    return send(message)
+            return ws_send_slowly(message)
+
+        async def ws_send_slowly(message: Message) -> None:
             kind = message["type"]
             if kind == "websocket.send":
                 text = message.get("text")
-                if text and text[1:2] not in _SEVERAL:
-                    # One packet (every EVENT, ACK, ping): the shared message as it is.  No lock: the
-                    # server writes each frame whole, and the only other writer here sends the close.
-                    if engine.close_reason is None:
-                        await send(message)
-                    return
-                if text == "":  # a frame with no Socket.IO form (the wire encodes it as nothing)
-                    return
-                if live.echo is not None and text is not None and text.startswith("40"):
+                if text is None:  # a payload given as bytes: the same UTF-8 text
+                    text = (message.get("bytes") or b"").decode()
+                if not text or engine.close_reason is not None:
+                    return  # "": a frame with no Socket.IO form (the wire encodes it as nothing)
+                if live.echo is not None and text.startswith("40"):
                     text = live.echo.outbound(text)
-                engine.send_payload(text if text is not None else message["bytes"].decode())
+                engine.send_payload(text)
                 await live.flush()
             elif kind == "websocket.close":
                 engine.close("server close", message.get("code"))

@@ -174,6 +174,7 @@ class SocketIOWire:
         self.recovery = recovery
         self._encoder = msgspec.json.Encoder()
         self._args = msgspec.json.Decoder(list[msgspec.Raw])
+        self._name = msgspec.json.Decoder(str)
         self._auth = msgspec.json.Decoder(dict[str, msgspec.Raw])
         self._recovery_auth = msgspec.json.Decoder(RecoveryAuth)
         self._any = msgspec.json.Decoder()
@@ -188,6 +189,11 @@ class SocketIOWire:
             ProtocolError: the packet is malformed or not allowed from a client.
         """
         if text is not None:
+            kind = text[1:2]
+            if (kind == "2" or kind == "3") and text[:1] == "4":
+                fast = self._plain(text, kind == "2")
+                if fast is not None:
+                    return fast
             if text == "3":
                 return Pong()
             if text[:1] != "4":
@@ -208,6 +214,34 @@ class SocketIOWire:
         packet = packets.reconstruct(body.packet, attachments)
         return self._frame(head, self._encoder.encode(packet.data))
 
+    def _plain(self, text: str, event: bool) -> ClientFrame | None:
+        """EVENT or ACK on the main namespace, the common case, parsed without a header object (``None``: not one)."""
+        pos = text.find("[", 2, 13)
+        if pos < 0:
+            return None  # a namespace, no payload, or a long id: the general path decides
+        ack_id = None
+        if pos > 2:
+            digits = text[2:pos]
+            if not (digits.isascii() and digits.isdigit()):
+                return None
+            ack_id = int(digits)
+            if ack_id > packets.MAX_ACK_ID:
+                return None
+        args = self._decode_args(text[pos:].encode())
+        if event:
+            if not args:
+                raise ProtocolError("EVENT without an event name")
+            try:
+                name = self._name.decode(args[0])
+            except msgspec.ValidationError:
+                raise ProtocolError("EVENT whose first element is not a name") from None
+            if name in packets.RESERVED_EVENTS:
+                raise ProtocolError(f"reserved event name {name!r}")
+            return Event("/", name, self._payload(args, 1), ack_id)
+        if ack_id is None:
+            raise ProtocolError("ACK without an id")
+        return Ack("/", ack_id, self._payload(args, 0))
+
     def _frame(self, head: packets.Header, body: bytes) -> ClientFrame:
         kind, ns = head.type, head.nsp
         if kind is PacketType.EVENT or kind is PacketType.BINARY_EVENT:
@@ -215,7 +249,7 @@ class SocketIOWire:
             if not args:
                 raise ProtocolError("EVENT without an event name")
             try:
-                name = msgspec.json.decode(args[0], type=str)
+                name = self._name.decode(args[0])
             except msgspec.ValidationError:
                 raise ProtocolError("EVENT whose first element is not a name") from None
             if name in packets.RESERVED_EVENTS:
@@ -272,6 +306,10 @@ class SocketIOWire:
             return self._event(frame.ns, frame.event, frame.data, frame.id, None)
         if kind is Ack:
             assert isinstance(frame, Ack)
+            if frame.error is None and frame.ns == "/":
+                raw = bytes(frame.data)
+                if raw[:1] != b"\x00" and _BIN_JSON not in raw:  # one plain argument, the common case
+                    return b"43%d[]" % frame.id if raw == b"null" else b"43%d[%b]" % (frame.id, raw)
             if frame.error is not None:
                 failed = {"error": {"code": frame.error.code, "message": frame.error.message}}
                 data = msgspec.Raw(self._encoder.encode(failed))
