@@ -9,6 +9,7 @@ which keeps it for a resend (the dedup contract, docs/protocol.md).
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, cast
 
 import anyio
@@ -28,6 +29,10 @@ from .metrics import Metrics
 logger = logging.getLogger(__name__)
 
 
+#: Writes a connection's session through to the backend.
+Persist = Callable[[Link, Connection], Awaitable[None]]
+
+
 class Owner(Protocol):
     """What running an event needs of its endpoint (a :class:`~starlette_realtime.RealtimeEndpoint`)."""
 
@@ -42,12 +47,24 @@ class Invoker:
 
     Args:
         metrics: told when handlers start and finish.
+        persist: writes a session through to the backend before its answer goes out (so that
+            a resend after a node's crash is answered, not run again); ``None``: no write-through.
     """
 
-    __slots__ = ("metrics",)
+    __slots__ = ("metrics", "persist")
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, persist: Persist | None = None) -> None:
         self.metrics = metrics
+        self.persist = persist
+
+    async def _answer(self, link: Link, conn: Connection, reply: Ack) -> None:
+        if self.persist is None:
+            link.answer(conn.namespace, reply)
+            return
+        send = link.core.answered(conn.namespace, reply)  # kept first, written through, then sent
+        await self.persist(link, conn)
+        if send is not None:
+            link.send_frame(send.frame)
 
     async def dispatch(self, link: Link, conn: Connection, action: Dispatch, owner: Owner) -> None:
         """Validate and run one event, in order or in a task of its own (``concurrent=True``)."""
@@ -92,14 +109,15 @@ class Invoker:
         except HandlerError as exc:
             metrics.handler_finished(ns, handler.name, started, exc.code)
             if ack_id is not None:
-                link.answer(ns, _error(conn, ack_id, exc.code, exc.message))
+                await self._answer(link, conn, _error(conn, ack_id, exc.code, exc.message))
             return
         except BackendUnavailable:
             # An outage, not a bug: say so, so that clients can retry later.
             metrics.handler_finished(ns, handler.name, started, status.UNAVAILABLE)
             logger.warning("handler %r: backend unavailable (sid=%s)", handler.name, conn.sid)
             if ack_id is not None:
-                link.answer(ns, _error(conn, ack_id, status.UNAVAILABLE, "backend unavailable; retry later"))
+                reply = _error(conn, ack_id, status.UNAVAILABLE, "backend unavailable; retry later")
+                await self._answer(link, conn, reply)
             return
         except anyio.get_cancelled_exc_class():
             # Cancelled before it answered (its socket went away and it overran the grace):
@@ -114,7 +132,7 @@ class Invoker:
                 extra=log_fields(link, conn, reason=status.INTERNAL_ERROR),
             )
             if ack_id is not None:
-                link.answer(ns, _error(conn, ack_id, status.INTERNAL_ERROR, "internal error"))
+                await self._answer(link, conn, _error(conn, ack_id, status.INTERNAL_ERROR, "internal error"))
             return
         metrics.handler_finished(ns, handler.name, started, None)
         if ack_id is not None:
@@ -127,7 +145,7 @@ class Invoker:
                     extra=log_fields(link, conn, reason=status.INTERNAL_ERROR),
                 )
                 reply = _error(conn, ack_id, status.INTERNAL_ERROR, "internal error")
-            link.answer(ns, reply)
+            await self._answer(link, conn, reply)
 
     async def _reauthenticate(self, link: Link, conn: Connection, frame: Event, owner: Owner) -> None:
         """Handle ``$auth``: check a fresh credential for the same user and move the expiry."""

@@ -81,7 +81,28 @@ class Lifecycle:
         self.recovery = recovery
         self.sessions = sessions
         self.publisher = publisher
-        self.invoker = Invoker(metrics)
+        self.invoker = Invoker(metrics, self.persist if sessions.write_through else None)
+        if sessions.write_through:
+            membership.on_change = self._changed
+
+    def owner(self, link: Link) -> str:
+        """The owner mark of a socket's sessions in the backend: this node and this socket."""
+        return f"{self.node_id}/{link.id}"
+
+    async def persist(self, link: Link, conn: Connection, *, create: bool = False) -> None:
+        """Write a connection's session through to the backend: rooms, positions, dedup window."""
+        window = link.core.windows.get(conn.namespace)
+        await self._write(link, conn, window, create=create)
+
+    async def _write(self, link: Link, conn: Connection, window: DedupWindow | None, *, create: bool) -> None:
+        dedup = None if window is None else window.export(conn.codec.to_json)
+        state = SessionState(user_key(conn.user), dict(conn.joined), -1 if window is None else window.high, dedup)
+        await self.sessions.put(conn.namespace, conn.sid, state, owner=self.owner(link), create=create)
+
+    async def _changed(self, conn: Connection) -> None:
+        link = conn.link
+        if isinstance(link, Link):
+            await self.persist(link, conn)
 
     async def open(self, link: Link, frame: Connect) -> tuple[Connection, DedupWindow | None]:
         """Authenticate, run ``on_connect``, establish (with recovery) and send CONNECTED.
@@ -117,6 +138,9 @@ class Lifecycle:
             conn.state = ConnectionState.CLOSED
             raise
         self.sessions.opened(ns, conn.sid, user_key(conn.user), link.supersede)
+        if self.sessions.write_through:
+            # From now on the session lives in the backend too: a crash of this node loses nothing.
+            await self._write(link, conn, window, create=True)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "connection opened (link=%s sid=%s namespace=%s recovered=%s)", link.id, conn.sid, ns, conn.recovered,
@@ -150,7 +174,7 @@ class Lifecycle:
             if keep_session and self.sessions.enabled:
                 dedup = None if window is None else window.export(conn.codec.to_json)
                 state = SessionState(user_key(conn.user), streams, -1 if window is None else window.high, dedup)
-                await self.sessions.save(conn.namespace, conn.sid, state)
+                await self.sessions.save(conn.namespace, conn.sid, state, owner=self.owner(link))
             self.sessions.closed(conn.namespace, conn.sid)
 
     def __repr__(self) -> str:

@@ -9,6 +9,9 @@ unsubscribed when its last one leaves.  Connections reach this through the
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+
+import anyio
 
 from .backends import Backend, History
 from .connection import Connection, ConnectionState
@@ -29,7 +32,7 @@ class Membership:
         limits: ``max_rooms`` and ``max_connections_per_user``.
     """
 
-    __slots__ = ("backend", "hub", "limits", "users")
+    __slots__ = ("_subscribing", "backend", "hub", "limits", "on_change", "users")
 
     def __init__(self, hub: Hub, backend: Backend, limits: Limits) -> None:
         self.hub = hub
@@ -37,11 +40,30 @@ class Membership:
         self.limits = limits
         #: Open namespace connections per user key on this node.
         self.users: dict[str, int] = {}
+        #: Rooms whose first local member is subscribing the backend now.
+        self._subscribing: dict[tuple[str, str], anyio.Event] = {}
+        #: Awaited after a join or a leave of an open connection (the session's write-through).
+        self.on_change: Callable[[Connection], Awaitable[None]] | None = None
 
     async def add_stream(self, conn: Connection, stream: str) -> None:
-        """Start delivering a stream (room, ``#all``, ``#sid:...``) to ``conn``, noting its position."""
-        if self.hub.rooms.add((conn.namespace, stream), conn.sid, conn):
-            await self.backend.subscribe(conn.namespace, stream)
+        """Start delivering a stream (room, ``#all``, ``#sid:...``) to ``conn``, noting its position.
+
+        Returns once the node receives the stream's live publications: a member that joins
+        while the first one is still subscribing waits for it, so that the position it notes
+        (or the history it reads for recovery) leaves no gap before live delivery starts.
+        """
+        key = (conn.namespace, stream)
+        if self.hub.rooms.add(key, conn.sid, conn):
+            done = self._subscribing[key] = anyio.Event()
+            try:
+                await self.backend.subscribe(conn.namespace, stream)
+            finally:
+                del self._subscribing[key]
+                done.set()
+        else:
+            pending = self._subscribing.get(key)
+            if pending is not None:
+                await pending.wait()
         if isinstance(self.backend, History):
             conn.joined[stream] = await self.backend.position(conn.namespace, stream)
         else:
@@ -63,12 +85,16 @@ class Membership:
             raise LimitExceeded(f"at most {self.limits.max_rooms} rooms per connection")
         conn.rooms.add(room)
         await self.add_stream(conn, room)
+        if self.on_change is not None:
+            await self.on_change(conn)
         await conn.endpoint.on_join(conn, room)
 
     async def leave(self, conn: Connection, room: str) -> None:
         """Remove ``conn`` from ``room``, then call ``on_leave``."""
         conn.rooms.discard(room)
         await self.remove_stream(conn, room)
+        if self.on_change is not None and conn.state is ConnectionState.OPEN:
+            await self.on_change(conn)
         await conn.endpoint.on_leave(conn, room)
 
     async def forget(self, conn: Connection) -> None:

@@ -9,6 +9,7 @@ finally the buffered live publications that the replay did not already cover.
 from __future__ import annotations
 
 import logging
+import time
 
 from . import status
 from .backends import Backend, History
@@ -146,9 +147,13 @@ class Recovery:
             payload = {"room": stream, "epoch": position.epoch if position else None}
             raw = conn.codec.encode(Event(ns, "$resync", conn.codec.encode_payload(payload), None, stream))
             conn.outbox.push(conn.codec.message(raw), len(raw))
-        buffered, conn.buffer = conn.buffer or [], None
+        buffered = conn.buffer or []
         live = [p for p in buffered if not (p.offset and p.offset <= covered.get(p.room, 0))]
         self.hub.replay(conn, live)
+        floors = {room: offset for room, offset in covered.items() if offset}
+        # A publication the history read already covered can still come over pub/sub after
+        # this point (the backend stores it before it publishes it): keep filtering for a while.
+        conn.buffer = _Floors(conn, floors, self.hub) if floors else None
         self.metrics.connection_opened(ns)
         for room in rooms:
             await conn.endpoint.on_join(conn, room)
@@ -156,6 +161,38 @@ class Recovery:
 
     def __repr__(self) -> str:
         return f"Recovery(backend={self.backend!r})"
+
+
+class _Floors(list[Publication]):
+    """Stands in for a recovered connection's buffer until live delivery passes what the replay sent.
+
+    The hub hands a connection whose ``buffer`` is set every publication through ``append``
+    (its hot loop checks nothing more).  A publication at or below the replayed offset of its
+    stream is a duplicate and is dropped; the others are delivered one by one.  Once every
+    stream has moved past its floor, or after ``_FLOOR_SECONDS``, the connection is back on
+    the hub's fast path.
+    """
+
+    def __init__(self, conn: Connection, floors: dict[str, int], hub: Hub) -> None:
+        super().__init__()
+        self.conn = conn
+        self.floors = floors
+        self.hub = hub
+        self.until = time.monotonic() + _FLOOR_SECONDS
+
+    def append(self, pub: Publication) -> None:
+        floor = self.floors.get(pub.room)
+        if floor is not None:
+            if pub.offset and pub.offset <= floor:
+                return
+            del self.floors[pub.room]
+        self.hub.replay(self.conn, (pub,))
+        if not self.floors or time.monotonic() > self.until:
+            self.conn.buffer = None
+
+
+#: How long a recovered connection filters live publications that the replay covered.
+_FLOOR_SECONDS = 5.0
 
 
 __all__ = ["Recovery"]

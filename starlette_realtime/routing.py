@@ -215,6 +215,7 @@ class RealtimeRouter:
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
             tg.start_soon(self._scheduler().run)
+            tg.start_soon(self.sessions.keep_alive)
             if self.socketio is not None:
                 await stack.enter_async_context(self.socketio)
             quiet_refused_handshakes()
@@ -250,10 +251,15 @@ class RealtimeRouter:
                 return
             await self.backend.start(self.hub.deliver)
             quiet_refused_handshakes()
-            self._lazy_task = asyncio.get_running_loop().create_task(self._scheduler().run())
+            self._lazy_task = asyncio.get_running_loop().create_task(self._background())
             self._lazy_task.add_done_callback(_log_crash)
             self._started = True
             logger.info("realtime node %s started on first connection (no lifespan)", self.node_id)
+
+    async def _background(self) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._scheduler().run)
+            tg.start_soon(self.sessions.keep_alive)
 
     async def shutdown(self) -> None:
         """Stop accepting, then close every WebSocket with 1001 in batches.

@@ -16,7 +16,7 @@ import anyio
 import msgspec
 from itsdangerous import BadData, URLSafeTimedSerializer
 
-from .backends import Backend, SessionStore
+from .backends import Backend, LiveSessionStore, SessionStore
 from .core import DedupState
 from .frames import Position
 
@@ -132,6 +132,42 @@ class Sessions:
         """Whether the backend keeps sessions."""
         return isinstance(self.backend, SessionStore)
 
+    @property
+    def write_through(self) -> bool:
+        """Whether live sessions are kept in the backend as they change (they survive a node's crash)."""
+        return isinstance(self.backend, LiveSessionStore)
+
+    async def put(self, ns: str, sid: str, state: SessionState, *, owner: str, create: bool) -> bool:
+        """Write a live session through to the backend (failures are logged, not raised).
+
+        Returns:
+            Whether it was written (``False`` when another connection owns it now).
+        """
+        backend = self.backend
+        if not isinstance(backend, LiveSessionStore):
+            return False
+        try:
+            return await backend.put_session(
+                session_key(ns, sid), STATE_ENCODER.encode(state), self.window, owner=owner, create=create
+            )
+        except Exception:
+            logger.warning("could not write the session through (sid=%s namespace=%s)", sid, ns, exc_info=True)
+            return False
+
+    async def keep_alive(self) -> None:
+        """Push back the expiry of this node's live sessions, a third of the window at a time (forever)."""
+        backend = self.backend
+        if not isinstance(backend, LiveSessionStore):
+            return
+        period = max(0.5, self.window / 3)
+        while True:
+            await anyio.sleep(period)
+            keys = [session_key(ns, sid) for ns, sid in list(self._live)]
+            try:
+                await backend.touch_sessions(keys, self.window)
+            except Exception:
+                logger.warning("could not refresh %d live sessions", len(keys), exc_info=True)
+
     def opened(self, ns: str, sid: str, user: str | None, supersede: Callable[[], None]) -> None:
         """A connection opened on this node: it can be superseded by its own resume."""
         self._live[(ns, sid)] = _Live(user, supersede)
@@ -142,8 +178,15 @@ class Sessions:
         if live is not None:
             live.closed.set()
 
-    async def save(self, ns: str, sid: str, state: SessionState) -> None:
-        """Keep a session for ``window`` seconds (failures are logged, not raised)."""
+    async def save(self, ns: str, sid: str, state: SessionState, *, owner: str = "") -> None:
+        """Keep a session for ``window`` seconds (failures are logged, not raised).
+
+        With write-through, only over the state this connection (``owner``) wrote: a session
+        that its client already resumed elsewhere is left to its new owner.
+        """
+        if self.write_through:
+            await self.put(ns, sid, state, owner=owner, create=False)
+            return
         if not isinstance(self.backend, SessionStore):
             return
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from .base import Backend, HealthCheck, History, HistoryReply, Publication, SessionStore
+from .base import Backend, HealthCheck, History, HistoryReply, LiveSessionStore, Publication, SessionStore
 from .memory import MemoryBackend
 
 
@@ -62,6 +62,7 @@ __all__ = [
     "HistoryReply",
     "MemoryBackend",
     "Publication",
+    "LiveSessionStore",
     "SessionStore",
     "backend_from_url",
 ]

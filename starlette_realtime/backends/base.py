@@ -117,6 +117,30 @@ class SessionStore(Protocol):
 
 
 @runtime_checkable
+class LiveSessionStore(Protocol):
+    """A session store that also keeps live sessions as they change (write-through).
+
+    With it, a node that dies (SIGKILL, out of memory) loses no session: its clients
+    resume on any other node.  The memory backend does not offer it: its sessions die
+    with its process anyway.
+    """
+
+    async def put_session(self, key: str, state: bytes, ttl: float, *, owner: str, create: bool) -> bool:
+        """Write a session's state for ``ttl`` seconds, on behalf of the connection ``owner``.
+
+        With ``create=False`` only over a state that ``owner`` wrote and that is still there:
+        a session that its client resumed on another node (which took it and wrote its own)
+        is never overwritten by the old node.  ``take_session`` returns the state alone.
+
+        Returns:
+            Whether it was written.
+        """
+
+    async def touch_sessions(self, keys: Sequence[str], ttl: float) -> None:
+        """Push back the expiry of live sessions to ``ttl`` seconds from now (the node's keep-alive)."""
+
+
+@runtime_checkable
 class HealthCheck(Protocol):
     """A backend whose link can be down while the node keeps serving."""
 

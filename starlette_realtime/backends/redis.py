@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import anyio
@@ -374,7 +374,37 @@ class RedisBackend:
             BackendUnavailable: Redis is down.
         """
         value = await self.command(self.redis.getdel(self.names.session(key)))
-        return value.encode() if isinstance(value, str) else value
+        raw = value.encode() if isinstance(value, str) else value
+        if raw is not None and raw.startswith(_OWNED):  # written through by put_session: drop the mark
+            raw = raw[raw.index(b"\x00", len(_OWNED)) + 1 :]
+        return raw
+
+    async def put_session(self, key: str, state: bytes, ttl: float, *, owner: str, create: bool) -> bool:
+        """Write a live session's state, marked with its owner (one script: compare and set).
+
+        Raises:
+            BackendUnavailable: Redis is down.
+        """
+        mark = _OWNED + owner.encode() + b"\x00"
+        done = await self.command(
+            self.redis.eval(_PUT_SESSION, 1, self.names.session(key), mark, state, max(1, int(ttl * 1000)),
+                            1 if create else 0)  # type: ignore[arg-type]
+        )
+        return bool(done)
+
+    async def touch_sessions(self, keys: Sequence[str], ttl: float) -> None:
+        """Push back the expiry of live sessions (one pipeline, split by node on a cluster).
+
+        Raises:
+            BackendUnavailable: Redis is down.
+        """
+        if not keys:
+            return
+        ms = max(1, int(ttl * 1000))
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.pexpire(self.names.session(key), ms)
+        await self.command(pipe.execute())
 
     # Cluster ------------------------------------------------------------------------
 
@@ -418,3 +448,18 @@ def _drop(pub: Publication) -> None:
 
 
 __all__ = ["HeartbeatCallback", "RedisBackend"]
+
+
+#: Marks a live session's value written by put_session: the owner, NUL, then the state (a
+#: MessagePack array never starts with 0xFF).
+_OWNED = b"\xff\x01"
+
+#: KEYS[1] the session; ARGV: the owner mark, the state, the TTL (ms), 1 to create.
+_PUT_SESSION = """
+if ARGV[4] ~= '1' then
+  local v = redis.call('GET', KEYS[1])
+  if not v or string.sub(v, 1, #ARGV[1]) ~= ARGV[1] then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. ARGV[2], 'PX', ARGV[3])
+return 1
+"""
