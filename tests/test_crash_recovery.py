@@ -89,7 +89,7 @@ async def crash_a_node(a: Node, b: Node, c: Node) -> dict[str, float]:
             seen = [(len(g), sub.recovered(NS), m[:3], m[-1:])
                     for g, sub, m in zip(got, subs, missing, strict=True) if m]
             logs = "\n".join(f"--- node {n.env['NODE_ID']}:\n{n.output()[-3000:]}" for n in (b, c))
-            raise AssertionError(f"{exc}: (received, recovered, first and last missing) per client: {seen}\n{logs}") from None
+            raise AssertionError(f"{exc}: (received, recovered, missing) per client: {seen}\n{logs}") from None
         resumed = time.monotonic() - killed_at
         for i, sub in enumerate(subs):
             assert got[i] == list(range(TOTAL)), f"client {i}: lost or out of order"
