@@ -208,6 +208,33 @@ async def test_lost_pubsub_connection_catches_up_from_the_stream(server: RedisSe
     assert receiver.backend.health()["sessions"] == 2
 
 
+async def test_a_stream_that_went_back_skips_ahead(server: RedisServer, nodes: Any) -> None:
+    # What a Redis Cluster failover can do: the new master lacks the last writes the old one
+    # acknowledged (asynchronous replication).  Simulated on one server: offsets 4 and 5 vanish.
+    receiver = await nodes()
+    publisher = await nodes(control=False)
+    with anyio.fail_after(5):
+        await receiver.backend.subscribe(NS, "r")
+        for i in range(5):
+            await publisher.backend.publish(pub("r", i))
+    await wait(lambda: len(receiver.offsets("r")) == 5, 5, "the first 5")
+    meta, stream, _ = receiver.backend.names.stream(NS, "r")
+    probe = sync_redis.Redis(port=server.port)
+    kept = probe.xrange(stream, "1-0", "3-0")
+    probe.delete(stream)  # the stream as the replica had it: entries 1..3, counter at 3
+    for entry_id, fields in kept:
+        probe.xadd(stream, fields, id=entry_id)
+    probe.hset(meta, "o", 3)
+    probe.client_kill_filter(_type="pubsub")  # the receiver reconnects and catches up
+    await wait(lambda: receiver.backend.health()["rollbacks"] == 1, 5, "the rollback noticed")
+    with anyio.fail_after(5):
+        after = await publisher.backend.publish(pub("r", 5))
+    assert after.offset == 6  # above every offset the receiver delivered, not a reused 4
+    await wait(lambda: len(receiver.offsets("r")) == 6, 5, "the next message")
+    assert receiver.offsets("r") == [1, 2, 3, 4, 5, 6]
+    assert "$resync" not in receiver.events("r")
+
+
 async def test_restart_without_data_sends_resync(server: RedisServer, nodes: Any) -> None:
     node = await nodes()
     with anyio.fail_after(5):
