@@ -80,13 +80,23 @@ def _unmark_bytes(value: Any) -> Any:
 
 
 def _has_bytes(value: Any) -> bool:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return True
-    if isinstance(value, list | tuple):
-        return any(_has_bytes(v) for v in value)
-    if isinstance(value, dict):
-        return any(_has_bytes(v) for v in value.values())
+    # Runs on every payload the server encodes: flat containers of scalars (the common case) cost no call per item.
+    kind = type(value)
+    if kind in _SCALARS:
+        return False
+    if kind is dict:
+        items = value.values()
+    elif kind is list or kind is tuple or kind is Args:
+        items = value
+    else:
+        return isinstance(value, bytes | bytearray | memoryview)
+    for item in items:  # noqa: SIM110 - a loop, not any() over a generator: this runs per payload
+        if type(item) not in _SCALARS and _has_bytes(item):
+            return True
     return False
+
+
+_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
 
 
 class RecoveryAuth(msgspec.Struct):
