@@ -9,7 +9,7 @@ which keeps it for a resend (the dedup contract, docs/protocol.md).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Protocol, cast
 
 import anyio
@@ -29,8 +29,8 @@ from .metrics import Metrics
 logger = logging.getLogger(__name__)
 
 
-#: Writes a connection's session through to the backend.
-Persist = Callable[[Link, Connection], Awaitable[None]]
+#: Notes that a connection's session changed (the node writes it through to the backend soon).
+Persist = Callable[[Link, Connection], None]
 
 
 class Owner(Protocol):
@@ -47,8 +47,8 @@ class Invoker:
 
     Args:
         metrics: told when handlers start and finish.
-        persist: writes a session through to the backend before its answer goes out (so that
-            a resend after a node's crash is answered, not run again); ``None``: no write-through.
+        persist: notes that a session changed (an answer was kept), so that the node writes it
+            through to the backend shortly; ``None``: no write-through.
     """
 
     __slots__ = ("metrics", "persist")
@@ -58,13 +58,9 @@ class Invoker:
         self.persist = persist
 
     async def _answer(self, link: Link, conn: Connection, reply: Ack) -> None:
-        if self.persist is None:
-            link.answer(conn.namespace, reply)
-            return
-        send = link.core.answered(conn.namespace, reply)  # kept first, written through, then sent
-        await self.persist(link, conn)
-        if send is not None:
-            link.send_frame(send.frame)
+        link.answer(conn.namespace, reply)
+        if self.persist is not None:
+            self.persist(link, conn)
 
     async def dispatch(self, link: Link, conn: Connection, action: Dispatch, owner: Owner) -> None:
         """Validate and run one event, in order or in a task of its own (``concurrent=True``)."""

@@ -89,20 +89,20 @@ class Lifecycle:
         """The owner mark of a socket's sessions in the backend: this node and this socket."""
         return f"{self.node_id}/{link.id}"
 
-    async def persist(self, link: Link, conn: Connection, *, create: bool = False) -> None:
-        """Write a connection's session through to the backend: rooms, positions, dedup window."""
+    def state(self, link: Link, conn: Connection) -> SessionState:
+        """What a connection's session is now: its user, streams with positions, dedup window."""
         window = link.core.windows.get(conn.namespace)
-        await self._write(link, conn, window, create=create)
-
-    async def _write(self, link: Link, conn: Connection, window: DedupWindow | None, *, create: bool) -> None:
         dedup = None if window is None else window.export(conn.codec.to_json)
-        state = SessionState(user_key(conn.user), dict(conn.joined), -1 if window is None else window.high, dedup)
-        await self.sessions.put(conn.namespace, conn.sid, state, owner=self.owner(link), create=create)
+        return SessionState(user_key(conn.user), dict(conn.joined), -1 if window is None else window.high, dedup)
+
+    def persist(self, link: Link, conn: Connection) -> None:
+        """Note that a session changed: the node writes it through to the backend within ``flush_interval``."""
+        self.sessions.changed(conn.namespace, conn.sid, lambda: self.state(link, conn), self.owner(link))
 
     async def _changed(self, conn: Connection) -> None:
         link = conn.link
         if isinstance(link, Link):
-            await self.persist(link, conn)
+            self.persist(link, conn)
 
     async def open(self, link: Link, frame: Connect) -> tuple[Connection, DedupWindow | None]:
         """Authenticate, run ``on_connect``, establish (with recovery) and send CONNECTED.
@@ -140,7 +140,9 @@ class Lifecycle:
         self.sessions.opened(ns, conn.sid, user_key(conn.user), link.supersede)
         if self.sessions.write_through:
             # From now on the session lives in the backend too: a crash of this node loses nothing.
-            await self._write(link, conn, window, create=True)
+            dedup = None if window is None else window.export(conn.codec.to_json)
+            state = SessionState(user_key(conn.user), dict(conn.joined), -1 if window is None else window.high, dedup)
+            await self.sessions.put(ns, conn.sid, state, owner=self.owner(link), create=True)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "connection opened (link=%s sid=%s namespace=%s recovered=%s)", link.id, conn.sid, ns, conn.recovered,

@@ -153,7 +153,10 @@ class RealtimeRouter:
             for ns, ep in self.endpoints.items()
         }
         self.membership = Membership(self.hub, self.backend, self.limits)
-        self.sessions = Sessions(self.backend, window=self.config.recovery_window, grace=self.config.handler_grace)
+        self.sessions = Sessions(
+            self.backend, window=self.config.recovery_window, grace=self.config.handler_grace,
+            write_through=self.config.write_through,
+        )
         self.recovery = Recovery(self.backend, self.sessions, self.signer, self.membership, self.hub, self.metrics)
         self.lifecycle = Lifecycle(
             config=self.config, metrics=self.metrics, node_id=self.node_id, clock=self._now,

@@ -8,8 +8,10 @@ authenticated as someone else cannot take the session over.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
+import time
 from collections.abc import Callable
 
 import anyio
@@ -97,6 +99,9 @@ STATE_DECODER = msgspec.msgpack.Decoder(SessionState)
 #: another node can get there first.  A session that is really gone costs these 0.5 s.
 SAVE_WAIT = (0.025, 0.05, 0.1, 0.125, 0.2)
 
+#: Sessions written through concurrently by one flush.
+_FLUSH_BATCH = 256
+
 
 class _Live:
     __slots__ = ("closed", "supersede", "user")
@@ -121,8 +126,15 @@ class Sessions:
         grace: seconds to wait for a superseded socket of this node to save its session.
     """
 
-    def __init__(self, backend: Backend, *, window: float, grace: float) -> None:
+    def __init__(
+        self, backend: Backend, *, window: float, grace: float, write_through: bool = True,
+        flush_interval: float = 0.05,
+    ) -> None:
         self.backend = backend
+        self._write_through = write_through and isinstance(backend, LiveSessionStore)
+        self.flush_interval = flush_interval
+        #: Live sessions changed since the last flush: how to build each one's state, and its owner.
+        self._dirty: dict[tuple[str, str], tuple[Callable[[], SessionState], str]] = {}
         self.window = window
         self.grace = grace
         self._live: dict[tuple[str, str], _Live] = {}
@@ -135,38 +147,66 @@ class Sessions:
     @property
     def write_through(self) -> bool:
         """Whether live sessions are kept in the backend as they change (they survive a node's crash)."""
-        return isinstance(self.backend, LiveSessionStore)
+        return self._write_through
 
-    async def put(self, ns: str, sid: str, state: SessionState, *, owner: str, create: bool) -> bool:
+    async def put(
+        self, ns: str, sid: str, state: SessionState, *, owner: str, create: bool, final: bool = False
+    ) -> bool:
         """Write a live session through to the backend (failures are logged, not raised).
 
         Returns:
             Whether it was written (``False`` when another connection owns it now).
         """
         backend = self.backend
-        if not isinstance(backend, LiveSessionStore):
+        if not self._write_through or not isinstance(backend, LiveSessionStore):
             return False
         try:
             return await backend.put_session(
-                session_key(ns, sid), STATE_ENCODER.encode(state), self.window, owner=owner, create=create
+                session_key(ns, sid), STATE_ENCODER.encode(state), self.window, owner=owner, create=create,
+                final=final,
             )
         except Exception:
             logger.warning("could not write the session through (sid=%s namespace=%s)", sid, ns, exc_info=True)
             return False
 
+    def changed(self, ns: str, sid: str, build: Callable[[], SessionState], owner: str) -> None:
+        """A live session changed (a join, a leave, an answer): write it through at the next flush.
+
+        Costs a dictionary store: the state is built and written once per flush, however many
+        changes it had, so that the answer path never waits for Redis.
+        """
+        if self._write_through:
+            self._dirty[(ns, sid)] = (build, owner)
+
+    async def flush(self) -> None:
+        """Write every changed live session through to the backend (``_FLUSH_BATCH`` at a time)."""
+        dirty, self._dirty = self._dirty, {}
+        items = [(key, build, owner) for key, (build, owner) in dirty.items() if key in self._live]
+        for start in range(0, len(items), _FLUSH_BATCH):
+            batch = items[start : start + _FLUSH_BATCH]
+            await asyncio.gather(*(
+                self.put(ns, sid, build(), owner=owner, create=False) for (ns, sid), build, owner in batch
+            ))
+
     async def keep_alive(self) -> None:
-        """Push back the expiry of this node's live sessions, a third of the window at a time (forever)."""
+        """Flush changed sessions every ``flush_interval``, and push back the expiry of this node's
+        live sessions a third of the window at a time (forever)."""
         backend = self.backend
-        if not isinstance(backend, LiveSessionStore):
+        if not self._write_through or not isinstance(backend, LiveSessionStore):
             return
         period = max(0.5, self.window / 3)
+        next_touch = time.monotonic() + period
         while True:
-            await anyio.sleep(period)
-            keys = [session_key(ns, sid) for ns, sid in list(self._live)]
-            try:
-                await backend.touch_sessions(keys, self.window)
-            except Exception:
-                logger.warning("could not refresh %d live sessions", len(keys), exc_info=True)
+            await anyio.sleep(self.flush_interval)
+            if self._dirty:
+                await self.flush()
+            if time.monotonic() >= next_touch:
+                next_touch = time.monotonic() + period
+                keys = [session_key(ns, sid) for ns, sid in list(self._live)]
+                try:
+                    await backend.touch_sessions(keys, self.window)
+                except Exception:
+                    logger.warning("could not refresh %d live sessions", len(keys), exc_info=True)
 
     def opened(self, ns: str, sid: str, user: str | None, supersede: Callable[[], None]) -> None:
         """A connection opened on this node: it can be superseded by its own resume."""
@@ -174,6 +214,7 @@ class Sessions:
 
     def closed(self, ns: str, sid: str) -> None:
         """A connection of this node is closed (and its session saved, if it was to be)."""
+        self._dirty.pop((ns, sid), None)
         live = self._live.pop((ns, sid), None)
         if live is not None:
             live.closed.set()
@@ -185,7 +226,7 @@ class Sessions:
         that its client already resumed elsewhere is left to its new owner.
         """
         if self.write_through:
-            await self.put(ns, sid, state, owner=owner, create=False)
+            await self.put(ns, sid, state, owner=owner, create=False, final=True)
             return
         if not isinstance(self.backend, SessionStore):
             return
@@ -209,12 +250,25 @@ class Sessions:
             with anyio.move_on_after(self.grace + 1.0):
                 await live.closed.wait()
         key = session_key(ns, sid)
-        raw = await backend.take_session(key)
-        for pause in SAVE_WAIT:
-            if raw is not None:
-                break
-            await anyio.sleep(pause)
+        if self._write_through and isinstance(backend, LiveSessionStore):
+            # Prefer the state its connection saved on closing (the newest); a live one written
+            # through may be up to flush_interval behind.  It is taken only when no node saves
+            # one in time: its node crashed (or still holds a half-open socket).
+            raw, pending = await backend.take_final_session(key)
+            for pause in SAVE_WAIT:
+                if raw is not None:
+                    break
+                await anyio.sleep(pause)
+                raw, pending = await backend.take_final_session(key)
+            if raw is None and pending:
+                raw = await backend.take_session(key)
+        else:
             raw = await backend.take_session(key)
+            for pause in SAVE_WAIT:
+                if raw is not None:
+                    break
+                await anyio.sleep(pause)
+                raw = await backend.take_session(key)
         if raw is None:
             return None
         try:

@@ -125,15 +125,26 @@ class LiveSessionStore(Protocol):
     with its process anyway.
     """
 
-    async def put_session(self, key: str, state: bytes, ttl: float, *, owner: str, create: bool) -> bool:
+    async def put_session(
+        self, key: str, state: bytes, ttl: float, *, owner: str, create: bool, final: bool = False
+    ) -> bool:
         """Write a session's state for ``ttl`` seconds, on behalf of the connection ``owner``.
 
         With ``create=False`` only over a state that ``owner`` wrote and that is still there:
         a session that its client resumed on another node (which took it and wrote its own)
-        is never overwritten by the old node.  ``take_session`` returns the state alone.
+        is never overwritten by the old node.  A ``final`` state is the one saved when the
+        connection closed; the others are live.  ``take_session`` returns the state alone.
 
         Returns:
             Whether it was written.
+        """
+
+    async def take_final_session(self, key: str) -> tuple[bytes | None, bool]:
+        """Take a session only if its connection closed and saved it.
+
+        Returns:
+            ``(state, False)`` when a final state was taken; ``(None, True)`` while a live one is
+            there (its node may still save a newer one); ``(None, False)`` when there is none.
         """
 
     async def touch_sessions(self, keys: Sequence[str], ttl: float) -> None:

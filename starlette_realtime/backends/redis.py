@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import anyio
@@ -26,6 +26,7 @@ from .redis_client import Client, check_client, client_from_url, is_cluster, is_
 from .redis_control import ControlBus
 from .redis_heartbeat import HeartbeatCallback, NodeHeartbeat
 from .redis_pubsub import RedisSubscriber
+from .redis_sessions import PUT_SESSION_LUA, TAKE_FINAL_LUA, RedisSessions
 from .redis_streams import RoomStreams
 from .redis_wire import LIVE_LUA, PUBLISH_LUA, READ_LUA, REGISTER_LUA, SKIP_AHEAD_LUA, Names
 
@@ -34,7 +35,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class RedisBackend:
+class RedisBackend(RedisSessions):
     """A backend on Redis: pub/sub per room, Streams for history, cluster queries, sessions.
 
     Implements :class:`~starlette_realtime.backends.base.Backend`, ``History``,
@@ -216,7 +217,8 @@ class RedisBackend:
             )
         redis = self.redis
         for name, lua in (("publish", PUBLISH_LUA), ("read", READ_LUA), ("live", LIVE_LUA),
-                          ("skip", SKIP_AHEAD_LUA), ("register", REGISTER_LUA)):
+                          ("skip", SKIP_AHEAD_LUA), ("register", REGISTER_LUA), ("put_session", PUT_SESSION_LUA),
+                          ("take_final", TAKE_FINAL_LUA)):
             self._scripts[name] = redis.register_script(lua)
         try:
             with anyio.fail_after(self.connect_timeout):
@@ -357,55 +359,6 @@ class RedisBackend:
         """
         return await self.streams.since(ns, room, position)
 
-    # Sessions -----------------------------------------------------------------------
-
-    async def save_session(self, key: str, state: bytes, ttl: float) -> None:
-        """Keep a session's state for ``ttl`` seconds (``SET ... PX``).
-
-        Raises:
-            BackendUnavailable: Redis is down.
-        """
-        await self.command(self.redis.set(self.names.session(key), state, px=max(1, int(ttl * 1000))))
-
-    async def take_session(self, key: str) -> bytes | None:
-        """Return and forget a saved session (``GETDEL``).
-
-        Raises:
-            BackendUnavailable: Redis is down.
-        """
-        value = await self.command(self.redis.getdel(self.names.session(key)))
-        raw = value.encode() if isinstance(value, str) else value
-        if raw is not None and raw.startswith(_OWNED):  # written through by put_session: drop the mark
-            raw = raw[raw.index(b"\x00", len(_OWNED)) + 1 :]
-        return raw
-
-    async def put_session(self, key: str, state: bytes, ttl: float, *, owner: str, create: bool) -> bool:
-        """Write a live session's state, marked with its owner (one script: compare and set).
-
-        Raises:
-            BackendUnavailable: Redis is down.
-        """
-        mark = _OWNED + owner.encode() + b"\x00"
-        done = await self.command(
-            self.redis.eval(_PUT_SESSION, 1, self.names.session(key), mark, state, max(1, int(ttl * 1000)),
-                            1 if create else 0)  # type: ignore[arg-type]
-        )
-        return bool(done)
-
-    async def touch_sessions(self, keys: Sequence[str], ttl: float) -> None:
-        """Push back the expiry of live sessions (one pipeline, split by node on a cluster).
-
-        Raises:
-            BackendUnavailable: Redis is down.
-        """
-        if not keys:
-            return
-        ms = max(1, int(ttl * 1000))
-        pipe = self.redis.pipeline(transaction=False)
-        for key in keys:
-            pipe.pexpire(self.names.session(key), ms)
-        await self.command(pipe.execute())
-
     # Cluster ------------------------------------------------------------------------
 
     def on_control(self, handler: ControlHandler) -> None:
@@ -448,18 +401,3 @@ def _drop(pub: Publication) -> None:
 
 
 __all__ = ["HeartbeatCallback", "RedisBackend"]
-
-
-#: Marks a live session's value written by put_session: the owner, NUL, then the state (a
-#: MessagePack array never starts with 0xFF).
-_OWNED = b"\xff\x01"
-
-#: KEYS[1] the session; ARGV: the owner mark, the state, the TTL (ms), 1 to create.
-_PUT_SESSION = """
-if ARGV[4] ~= '1' then
-  local v = redis.call('GET', KEYS[1])
-  if not v or string.sub(v, 1, #ARGV[1]) ~= ARGV[1] then return 0 end
-end
-redis.call('SET', KEYS[1], ARGV[1] .. ARGV[2], 'PX', ARGV[3])
-return 1
-"""
