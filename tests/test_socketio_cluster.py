@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+import shutil
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,6 +12,7 @@ import anyio
 import pytest
 
 from starlette_realtime.client import RealtimeClient
+from tests.conftest import ROOT, need
 from tests.procs import Node, RedisServer
 
 pytestmark = [pytest.mark.redis]
@@ -54,3 +57,17 @@ async def test_a_room_spans_two_nodes_and_both_wires(nodes: list[Node]) -> None:
         await b.disconnect()
     expected = [{"text": "from node 0"}, {"text": "from node 1"}]
     assert got == {"a": expected, "b": expected, "ours": expected}
+
+
+def test_socketio_client_in_node_across_two_nodes(nodes: list[Node]) -> None:
+    need("node", "socket.io-client")
+    node = shutil.which("node")
+    assert node is not None
+    run = subprocess.run(
+        [node, "cluster.mjs", nodes[0].http, nodes[1].http],
+        cwd=ROOT / "tests" / "socketio",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
