@@ -26,6 +26,7 @@ from starlette_realtime.backends import backend_from_url
 from starlette_realtime.backends.base import Publication
 from starlette_realtime.backends.presence_redis import RedisPresence
 from starlette_realtime.backends.redis import RedisBackend
+from starlette_realtime.backends.redis_rooms import RoomOrder, RoomSub
 from starlette_realtime.cluster import ControlReply, ControlRequest
 from starlette_realtime.presence_tracker import Tracker
 
@@ -401,3 +402,58 @@ async def test_users_who_leave_while_redis_is_down_go_offline_when_it_is_back(
     await anyio.sleep(1.0)
     assert presence_events(b, "room") == [("u1", "online"), ("u1", "offline")]  # once
     store.close()
+
+
+# The ordering rules of one subscriber (redis_rooms.RoomOrder), with a scripted stream ---------------------
+
+
+def _order(stream: list[Publication], epoch: str = "g.s") -> tuple[RoomOrder, list[Publication], list[int]]:
+    delivered: list[Publication] = []
+    skipped: list[int] = []
+
+    async def read(ns: str, room: str, after: int, from_epoch: str) -> tuple[str | None, int, list[Publication]]:
+        last = max((p.offset for p in stream), default=0)
+        return epoch, last, [p for p in stream if p.offset > after]
+
+    async def skip_ahead(ns: str, room: str, e: str, offset: int) -> None:
+        skipped.append(offset)
+
+    return RoomOrder(delivered.append, read, skip_ahead, lambda: "g"), delivered, skipped
+
+
+def _at(offset: int, epoch: str = "g.s") -> Publication:
+    return Publication(NS, "r", "said", b"%d" % offset, epoch=epoch, offset=offset)
+
+
+async def test_room_order_fills_a_gap_from_the_stream_then_drains_the_buffer() -> None:
+    order, delivered, _ = _order([_at(i) for i in range(1, 6)])
+    sub = order.rooms[b"c"] = RoomSub(NS, "r", b"c")
+    assert not order.on_pub(sub, _at(1)) and not order.on_pub(sub, _at(2))
+    assert order.on_pub(sub, _at(5))  # 3 and 4 are missing: catch up
+    assert not order.on_pub(sub, _at(6))  # buffered meanwhile
+    with anyio.fail_after(5):
+        await order.catch_up(sub)
+    assert [p.offset for p in delivered] == [1, 2, 3, 4, 5, 6]
+    assert not order.on_pub(sub, _at(4)) and len(delivered) == 6  # already delivered: dropped
+
+
+async def test_room_order_reports_a_gap_the_stream_no_longer_covers() -> None:
+    order, delivered, _ = _order([_at(i) for i in range(8, 11)])  # trimmed: 3..7 are gone
+    sub = order.rooms[b"c"] = RoomSub(NS, "r", b"c")
+    order.on_pub(sub, _at(2))
+    assert order.on_pub(sub, _at(10))
+    with anyio.fail_after(5):
+        await order.catch_up(sub)
+    assert [p.event for p in delivered] == ["said", "$resync"] and order.resyncs == 1
+
+
+async def test_room_order_skips_ahead_when_the_stream_went_back() -> None:
+    order, delivered, skipped = _order([_at(i) for i in range(1, 4)])  # the store lost 4 and 5
+    sub = order.rooms[b"c"] = RoomSub(NS, "r", b"c")
+    for i in range(1, 6):
+        order.on_pub(sub, _at(i))
+    sub.buffer = []  # a new session: the room catches up
+    with anyio.fail_after(5):
+        await order.catch_up(sub)
+    assert skipped == [5] and (sub.epoch, sub.offset) == ("g.s", 5) and order.rollbacks == 1
+    assert not order.on_pub(sub, _at(6)) and delivered[-1].offset == 6
