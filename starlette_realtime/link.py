@@ -88,6 +88,28 @@ class Link:
         core: the session core of this socket.
     """
 
+    __slots__ = (
+        "__weakref__",
+        "_idle",
+        "_inline",
+        "_loop_ran",
+        "_reader",
+        "_receive",
+        "_tg",
+        "busy",
+        "calls",
+        "close_with",
+        "codec",
+        "connections",
+        "core",
+        "expires_at",
+        "id",
+        "node",
+        "outbox",
+        "remote_code",
+        "scope",
+    )
+
     def __init__(
         self,
         node: LinkNode,
