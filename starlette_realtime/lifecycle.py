@@ -23,7 +23,7 @@ from .connection import Connection, ConnectionState, Hooks
 from .core import DedupWindow, Dispatch
 from .emitter import Publisher
 from .exceptions import Rejected
-from .frames import Connect
+from .frames import PROTOCOL_VERSION, Connect, Hello
 from .identity import user_key
 from .invoke import Invoker, Owner
 from .link import Link
@@ -32,6 +32,7 @@ from .membership import Membership
 from .metrics import Metrics
 from .recovery import Recovery
 from .session import Sessions, SessionState
+from .wire import Wire
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +83,20 @@ class Lifecycle:
         self.sessions = sessions
         self.publisher = publisher
         self.invoker = Invoker(metrics, self.persist if sessions.write_through else None)
+        self._hello: dict[str, tuple[dict[str, Any], int]] = {}
         if sessions.write_through:
             membership.on_change = self._changed
+
+    def hello(self, wire: Wire) -> tuple[dict[str, Any], int]:
+        """The HELLO message of this node on ``wire``, encoded once per wire."""
+        cached = self._hello.get(wire.name)
+        if cached is None:
+            cfg = self.config
+            raw = wire.encode(
+                Hello(PROTOCOL_VERSION, self.node_id, cfg.ping_interval, cfg.ping_timeout, cfg.max_message_size)
+            )
+            cached = self._hello[wire.name] = (wire.message(raw), len(raw))
+        return cached
 
     def owner(self, link: Link) -> str:
         """The owner mark of a socket's sessions in the backend: this node and this socket."""

@@ -30,7 +30,7 @@ from .core import Close, CloseNamespace, DedupWindow, Dispatch, Open, Refuse, Re
 from .exceptions import AckError, CallTimeout, ProtocolError, Rejected
 from .expiry import credential_expiry, first_expired
 from .fastpath import preframed
-from .frames import PROTOCOL_VERSION, Ack, Connect, ConnectError, Disconnect, Event, Frame, Hello
+from .frames import Ack, Connect, ConnectError, Disconnect, Event, Frame
 from .logs import log_fields
 from .metrics import Metrics
 from .outbox import Outbox, Overflow
@@ -59,6 +59,10 @@ class LinkNode(Protocol):
     metrics: Metrics
     node_id: str
     clock: Callable[[], float]
+
+    def hello(self, wire: Wire) -> tuple[dict[str, Any], int]:
+        """The HELLO message of this node on ``wire`` (the same for every socket) and its size."""
+        ...
 
     async def open(self, link: Link, frame: Connect) -> tuple[Connection, DedupWindow | None]:
         """Open a namespace connection; raise ``Rejected`` to refuse it."""
@@ -157,9 +161,8 @@ class Link:
     async def run(self) -> None:
         """Serve the socket until either side closes it."""
         cfg = self.node.config
-        self.send_frame(
-            Hello(PROTOCOL_VERSION, self.node.node_id, cfg.ping_interval, cfg.ping_timeout, cfg.max_message_size)
-        )
+        message, size = self.node.hello(self.codec)
+        self.outbox.push(message, size)
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
