@@ -258,23 +258,30 @@ class EngineIO:
         pongs = not self.heartbeat  # pongs go to the layer above when it drives the heartbeat
         await live.flush()  # the open packet
 
+        reassembler = live.reassembler
+
         async def ws_receive() -> Message:
             while not pending:
-                if engine.closed:
+                if engine.close_reason is not None:
                     return {"type": "websocket.disconnect", "code": engine.close_code}
                 message = await receive()
-                if message["type"] == "websocket.disconnect":
+                text = message.get("text")
+                # A plain EVENT/ACK/DISCONNECT (or a pong the layer above answers for) goes on as uvicorn gave
+                # it, as protocol v1's messages do; the layer above enforces the size limit.  Inline: per message.
+                if (
+                    text is not None
+                    and ((text[:1] == "4" and text[1:2] in _PLAIN) or (pongs and text == "3"))
+                    and not reassembler.missing
+                ):
+                    return message
+                kind = message["type"]
+                if kind == "websocket.disconnect":
                     live.ws_closed = True
                     engine.close("transport error")
                     live.finish()
                     return message
-                if message["type"] != "websocket.receive":
+                if kind != "websocket.receive":
                     continue
-                text = message.get("text")
-                if text is not None and _plain(text, pongs) and not live.reassembler.waiting:
-                    # A plain EVENT/ACK/DISCONNECT (or a pong the layer above answers for): the message as
-                    # uvicorn gave it, as protocol v1 gets it; the layer above enforces the size limit.
-                    return message
                 engine.receive_ws(text, message.get("bytes"), self._clock())
                 pending.extend(live.units())
                 await live.flush()
@@ -355,11 +362,8 @@ class EngineIO:
 _SEVERAL: Final = ("0", "5", "6")
 
 
-def _plain(text: str, pongs: bool) -> bool:
-    """Whether a WebSocket text needs nothing from the session: a Socket.IO packet other than CONNECT and binary."""
-    if text[:1] == "4":
-        return text[1:2] in ("1", "2", "3")
-    return pongs and text == "3"
+#: Socket.IO packet types (the second character of a ``4`` message) that need nothing from the session.
+_PLAIN: Final = frozenset({"1", "2", "3"})
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:

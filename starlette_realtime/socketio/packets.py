@@ -288,12 +288,13 @@ class Reassembler:
 
     def __init__(self) -> None:
         self._parts: list[str | bytes] = []
-        self._missing = 0
+        #: How many attachments of the current binary packet are still expected.
+        self.missing = 0
 
     @property
     def waiting(self) -> bool:
         """Whether attachments of a binary packet are still expected."""
-        return self._missing > 0
+        return self.missing > 0
 
     def feed(self, message: str | bytes) -> str | list[str | bytes] | None:
         """Take one message; return a text unit, a completed ``[text, *attachments]`` unit, or ``None``.
@@ -303,7 +304,7 @@ class Reassembler:
                 are expected, or a bad attachment count.
         """
         if isinstance(message, str):
-            if self._missing:
+            if self.missing:
                 raise ProtocolError("text packet while binary attachments were expected")
             if message[1:2] not in ("5", "6") or message[:1] != "4":
                 return message
@@ -313,13 +314,13 @@ class Reassembler:
             count = int(message[2:end])
             if not 0 < count <= MAX_ATTACHMENTS:
                 raise ProtocolError("bad attachment count")
-            self._parts, self._missing = [message], count
+            self._parts, self.missing = [message], count
             return None
-        if not self._missing:
+        if not self.missing:
             raise ProtocolError("binary message without a packet announcing it")
         self._parts.append(message)
-        self._missing -= 1
-        if self._missing:
+        self.missing -= 1
+        if self.missing:
             return None
         unit, self._parts = self._parts, []
         return unit
