@@ -317,6 +317,17 @@ class SessionCore:
             return Send(Ping())
         return None
 
+    def next_visit(self) -> float:
+        """When :meth:`tick` may next have something to do (the next PING, a PING's deadline,
+        the CONNECT deadline)."""
+        ping_sent = self.ping_sent
+        if ping_sent is not None and self.last_received < ping_sent:
+            due = ping_sent + self.ping_timeout
+        else:
+            due = self.last_ping + self.ping_interval
+        deadline = self._connect_deadline
+        return due if deadline is None or deadline > due else deadline
+
     # Limits -----------------------------------------------------------------------------------
 
     def charge(self, key: str, rate: float | None, burst: int | None, now: float) -> str | Close | None:

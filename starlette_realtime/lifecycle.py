@@ -23,7 +23,8 @@ from .connection import Connection, ConnectionState, Hooks
 from .core import DedupWindow, Dispatch
 from .emitter import Publisher
 from .exceptions import Rejected
-from .frames import PROTOCOL_VERSION, Connect, Hello
+from .fastpath import message_frame
+from .frames import PROTOCOL_VERSION, Connect, Hello, Ping
 from .identity import user_key
 from .invoke import Invoker, Owner
 from .link import Link
@@ -84,6 +85,7 @@ class Lifecycle:
         self.publisher = publisher
         self.invoker = Invoker(metrics, self.persist if sessions.write_through else None)
         self._hello: dict[str, tuple[dict[str, Any], int]] = {}
+        self._ping: dict[str, tuple[dict[str, Any], int, bytes]] = {}
         if sessions.write_through:
             membership.on_change = self._changed
 
@@ -96,6 +98,15 @@ class Lifecycle:
                 Hello(PROTOCOL_VERSION, self.node_id, cfg.ping_interval, cfg.ping_timeout, cfg.max_message_size)
             )
             cached = self._hello[wire.name] = (wire.message(raw), len(raw))
+        return cached
+
+    def ping(self, wire: Wire) -> tuple[dict[str, Any], int, bytes]:
+        """The PING message on ``wire``, its size and its pre-built WebSocket frame, once per wire."""
+        cached = self._ping.get(wire.name)
+        if cached is None:
+            raw = wire.encode(Ping())
+            message = wire.message(raw)
+            cached = self._ping[wire.name] = (message, len(raw), message_frame(message))
         return cached
 
     def owner(self, link: Link) -> str:

@@ -64,6 +64,10 @@ class LinkNode(Protocol):
         """The HELLO message of this node on ``wire`` (the same for every socket) and its size."""
         ...
 
+    def ping(self, wire: Wire) -> tuple[dict[str, Any], int, bytes]:
+        """The PING message on ``wire``, its size, and its WebSocket frame (built once per wire)."""
+        ...
+
     async def open(self, link: Link, frame: Connect) -> tuple[Connection, DedupWindow | None]:
         """Open a namespace connection; raise ``Rejected`` to refuse it."""
         ...
@@ -403,21 +407,28 @@ class Link:
 
     # Control from outside the reader ----------------------------------------
 
-    def tick(self, now: float, wall: float) -> None:
-        """The node's heartbeat: credential expiry, then the core's ping or close."""
+    def tick(self, now: float, wall: float) -> float | None:
+        """The node's heartbeat: credential expiry, then the core's ping or close.
+
+        Returns:
+            When to visit again (monotonic), or ``None`` once the socket is closed.
+        """
+        if self.close_with is not None or self.outbox.closed:
+            return None
         if self.expires_at is not None and wall >= self.expires_at:
             self.check_expiry(wall)
         action = self.core.tick(now)
-        if action is None:
-            return
-        if type(action) is Send:
-            self.outbox_ping(action)
-        elif type(action) is Close:
-            self._close(action)
-
-    def outbox_ping(self, action: Send) -> None:
-        raw = self.codec.encode(action.frame)
-        self.outbox.push(self.codec.message(raw), len(raw), volatile=False)
+        if action is not None:
+            if type(action) is Send:
+                message, size, frame = self.node.ping(self.codec)
+                self.outbox.push_frame(frame, message, size)
+            elif type(action) is Close:
+                self._close(action)
+                return None
+        due = self.core.next_visit()
+        if self.expires_at is not None:
+            due = min(due, now + max(0.0, self.expires_at - wall))
+        return due
 
     def _close(self, action: Close) -> None:
         metric = _CLOSE_METRIC.get(action.code)

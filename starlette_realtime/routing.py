@@ -164,6 +164,11 @@ class RealtimeRouter:
             sessions=self.sessions, publisher=self.publisher,
         )
         self.control = ControlResponder(self.node_id, self.hub, self.links)
+        cfg = self.config
+        self.heartbeat = HeartbeatScheduler(
+            clock=self._now, wall_clock=lambda: self.wall_clock(), interval=cfg.ping_interval,
+            timeout=cfg.ping_timeout, connect_timeout=cfg.connect_timeout, on_tick=self.metrics.tick,
+        )
         self._started = False
         self._accepting = True
         self._start_lock: asyncio.Lock | None = None
@@ -182,13 +187,6 @@ class RealtimeRouter:
     def users(self) -> dict[str, int]:
         """Open namespace connections per user key on this node."""
         return self.membership.users
-
-    def _scheduler(self) -> HeartbeatScheduler:
-        cfg = self.config
-        return HeartbeatScheduler(
-            self.links, clock=self._now, wall_clock=lambda: self.wall_clock(), interval=cfg.ping_interval,
-            timeout=cfg.ping_timeout, connect_timeout=cfg.connect_timeout, on_tick=self.metrics.tick,
-        )
 
     def mount(self, app: Any, path: str = "/realtime") -> None:
         """Serve this router at ``path`` of a Starlette app, with and without a trailing slash.
@@ -217,7 +215,7 @@ class RealtimeRouter:
             stack.push_async_callback(self.backend.stop)
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
-            tg.start_soon(self._scheduler().run)
+            tg.start_soon(self.heartbeat.run)
             tg.start_soon(self.sessions.keep_alive)
             if self.socketio is not None:
                 await stack.enter_async_context(self.socketio)
@@ -261,7 +259,7 @@ class RealtimeRouter:
 
     async def _background(self) -> None:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._scheduler().run)
+            tg.start_soon(self.heartbeat.run)
             tg.start_soon(self.sessions.keep_alive)
 
     async def shutdown(self) -> None:
@@ -342,6 +340,7 @@ class RealtimeRouter:
         )
         link = Link(self.lifecycle, scope, receive, send, wire, core)
         self.links.add(link)
+        self.heartbeat.add(link)
         try:
             await link.run()
         except Exception:
