@@ -71,3 +71,31 @@ def test_socketio_client_in_node_across_two_nodes(nodes: list[Node]) -> None:
         timeout=60,
     )
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+@pytest.fixture(scope="module")
+def recovering_nodes() -> Iterator[list[Node]]:
+    with RedisServer() as redis:
+        env = {"REDIS_URL": redis.url, "SECRET": secrets.token_hex(16), "SOCKETIO_RECOVERY": "1"}
+        started = [Node("tests.socketio.app:node", {**env, "NODE_ID": f"rec{i}"}) for i in range(2)]
+        try:
+            for node in started:
+                node.start()
+            yield started
+        finally:
+            for node in started:
+                node.terminate(5)
+
+
+def test_a_session_dropped_on_one_node_is_recovered_on_the_other(recovering_nodes: list[Node]) -> None:
+    need("node", "socket.io-client")
+    node = shutil.which("node")
+    assert node is not None
+    run = subprocess.run(
+        [node, "recovery_cluster.mjs", recovering_nodes[0].http, recovering_nodes[1].http],
+        cwd=ROOT / "tests" / "socketio",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr

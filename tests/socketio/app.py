@@ -54,6 +54,10 @@ class Main(RealtimeEndpoint):
             await anyio.sleep(0.005)
         return count
 
+    @on_event("recovered")
+    async def recovered(self, conn: Connection) -> bool:
+        return conn.recovered
+
     @on_event("kick")
     async def kick(self, conn: Connection) -> None:
         await conn.disconnect()
@@ -79,7 +83,7 @@ def make_app(*, socketio: bool | SocketIOOptions = True, **options: Any) -> tupl
 
 
 def __getattr__(name: str) -> Any:
-    """``uvicorn tests.socketio.app:node``: one node on Redis (REDIS_URL, NODE_ID, SECRET from the environment)."""
+    """``uvicorn tests.socketio.app:node``: one node on Redis (REDIS_URL, NODE_ID, SECRET, SOCKETIO_RECOVERY)."""
     if name != "node":
         raise AttributeError(name)
     import os
@@ -88,5 +92,8 @@ def __getattr__(name: str) -> Any:
 
     node_id = os.environ.get("NODE_ID", "node")
     backend = RedisBackend(os.environ["REDIS_URL"], node_id=node_id)
-    app, _ = make_app(backend=backend, secret_key=os.environ.get("SECRET", "socketio-secret"), node_id=node_id)
+    socketio = SocketIOOptions(recovery=True) if os.environ.get("SOCKETIO_RECOVERY") else True
+    app, _ = make_app(
+        socketio=socketio, backend=backend, secret_key=os.environ.get("SECRET", "socketio-secret"), node_id=node_id
+    )
     return app
