@@ -9,9 +9,10 @@ room's shard.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..frames import Position
 from .base import HistoryReply, Publication
@@ -26,6 +27,7 @@ class RoomStreams:
 
     def __init__(self, backend: RedisBackend) -> None:
         self.backend = backend
+        self._asked: list[tuple[str, asyncio.Future[list[Any]]]] = []
 
     async def publish(self, pub: Publication) -> Publication:
         be = self.backend
@@ -44,10 +46,36 @@ class RoomStreams:
     async def position(self, ns: str, room: str) -> Position | None:
         be = self.backend
         meta = be.names.stream(ns, room)[0]
-        epoch, offset = await be.command(be.redis.hmget(meta, ["e", "o"]))
+        # Positions asked at about the same time (a storm of connections, each noting
+        # where its streams are) share one pipeline: one write and one read for all.
+        fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._asked.append((meta, fut))
+        if len(self._asked) == 1 and not be.spawn(self._read_positions):
+            self._asked.clear()
+            fut = asyncio.ensure_future(be.redis.hmget(meta, ["e", "o"]))
+        epoch, offset = await be.command(fut)
         if epoch is None:
             return None
         return Position(_text(epoch), int(offset or 0))
+
+    async def _read_positions(self) -> None:
+        await asyncio.sleep(0)  # let the other callers of this loop iteration join
+        asked, self._asked = self._asked, []
+        pipe = self.backend.redis.pipeline(transaction=False)
+        for meta, _ in asked:
+            pipe.hmget(meta, ["e", "o"])
+        try:
+            replies = await pipe.execute()
+        except BaseException as exc:
+            for _, fut in asked:
+                if not fut.done():
+                    fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, fut), reply in zip(asked, replies, strict=True):
+            if not fut.done():
+                fut.set_result(reply)
 
     async def positions(self, rooms: Sequence[tuple[str, str]]) -> list[tuple[str, int]]:
         """Each room stream's (epoch, offset); ``("<global epoch>.", 0)`` for a room without a stream."""
