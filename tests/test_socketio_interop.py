@@ -144,3 +144,22 @@ def test_an_abrupt_drop_is_recovered_with_nothing_lost(recovering_server: Server
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert '"connects":[false,true]' in run.stdout
+
+
+async def test_under_a_mount_prefix_clients_use_the_prefixed_path() -> None:
+    import socketio
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from starlette_realtime import RealtimeRouter
+    from tests.socketio.app import Main
+
+    realtime = RealtimeRouter([Main], socketio=True)
+    app = Starlette(routes=[Mount("/rt", realtime)], lifespan=realtime.lifespan)
+    with serve(app) as srv:
+        for transports in (["polling", "websocket"], ["websocket"]):
+            sio = socketio.AsyncClient(reconnection=False)
+            with anyio.fail_after(15):
+                await sio.connect(srv.http, socketio_path="rt/socket.io", transports=transports, wait_timeout=5)
+                assert await sio.call("echo", "prefixed", timeout=5) == "prefixed"
+                await sio.disconnect()
