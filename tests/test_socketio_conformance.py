@@ -244,3 +244,19 @@ async def test_polling_sessions_get_pings_and_a_silent_one_is_closed(server: Ser
             last = await http.get("", params=q)  # no pong: the session closes within ping_timeout
             assert last.text in ("1", "41\x1e1", "41")
             assert (await http.get("", params=q)).status_code == 400
+
+
+async def test_polling_carries_binary_both_ways(server: ServerThread) -> None:
+    with anyio.fail_after(5):
+        async with httpx.AsyncClient(base_url=server.http + "/socket.io/", timeout=5) as http:
+            r = await http.get("", params={"EIO": "4", "transport": "polling"})
+            sid = msgspec.json.decode(r.text[1:])["sid"]
+            q = {"EIO": "4", "transport": "polling", "sid": sid}
+            body = '40\x1e451-3["upload","f.bin",{"_placeholder":true,"num":0}]\x1ebAQID'
+            assert (await http.post("", params=q, content=body)).text == "ok"
+            got: list[str] = []
+            while len(got) < 3:
+                r = await http.get("", params=q)
+                got += [p for p in r.text.split("\x1e") if p != "2"]
+            assert got[0].startswith("40{")
+            assert got[1:] == ['461-3["f.bin",3,{"_placeholder":true,"num":0}]', "bAwIB"]
