@@ -24,14 +24,13 @@ from starlette.routing import Mount, WebSocketRoute
 
 from . import status
 from .backends import Backend, backend_from_url
-from .cluster import Cluster, ControlReply, ControlRequest
+from .cluster import Cluster
 from .codec import Codec, codecs
 from .config import RealtimeConfig
-from .connection import Connection
 from .contract.serve import ContractFiles
 from .control import ControlResponder
 from .core import EventRules, SessionCore
-from .emitter import BroadcastOperator, Publisher
+from .emitter import Publisher
 from .endpoint import RealtimeEndpoint
 from .heartbeat import HeartbeatScheduler
 from .hub import Hub
@@ -42,9 +41,9 @@ from .link import Link
 from .logs import log_fields, quiet_refused_handshakes, refused_handshake
 from .membership import Membership
 from .metrics import Metrics, ReportsReconnects
+from .operations import ClusterOperations
 from .origin import OriginPolicy, same_origin
 from .recovery import Recovery
-from .rooms import room_error
 from .session import Sessions, SessionSigner
 from .socketio.server import SocketIOOptions, SocketIOServer
 from .static import deny, serve_http
@@ -53,7 +52,7 @@ from .wire import Wire
 logger = logging.getLogger(__name__)
 
 
-class RealtimeRouter:
+class RealtimeRouter(ClusterOperations):
     """The mountable ASGI app serving one WebSocket endpoint for several namespaces.
 
     Args:
@@ -370,65 +369,6 @@ class RealtimeRouter:
         assert message["type"] == "lifespan.shutdown"
         await self.__aexit__(None, None, None)
         await send({"type": "lifespan.shutdown.complete"})
-
-    # Emitting and cluster-wide operations ----------------------------------------
-
-    def to(self, *rooms: str | Iterable[str]) -> BroadcastOperator:
-        """Target rooms from outside any connection (pass ``namespace=`` to ``emit``)."""
-        return BroadcastOperator(self.publisher).to(*rooms)
-
-    def to_sid(self, sid: str, *, namespace: str) -> BroadcastOperator:
-        """Target one connection by sid, on whichever node it is."""
-        return BroadcastOperator(self.publisher, namespace=namespace).to_sid(sid)
-
-    async def emit(self, event: str, data: Any = None, *, namespace: str, volatile: bool = False) -> None:
-        """Emit to every connection of a namespace, on every node."""
-        await BroadcastOperator(self.publisher).emit(event, data, namespace=namespace, volatile=volatile)
-
-    async def _control(self, request: ControlRequest) -> list[ControlReply]:
-        if isinstance(self.backend, Cluster):
-            return await self.backend.control(request, timeout=self.config.control_timeout)
-        return [await self.control(request)]
-
-    async def members(self, room: str, *, namespace: str) -> list[str]:
-        """The sids of the connections in a room, across every node that answers in time."""
-        replies = await self._control(ControlRequest("members", namespace, room=room))
-        return sorted({sid for r in replies for sid in r.items})
-
-    async def rooms_of(self, sid: str, *, namespace: str) -> set[str] | None:
-        """The rooms of a connection on any node (``None`` when no node has it)."""
-        for reply in await self._control(ControlRequest("rooms", namespace, sid=sid)):
-            if reply.found:
-                return set(reply.items)
-        return None
-
-    async def join(self, sid: str, room: str, *, namespace: str) -> bool:
-        """Make a connection on any node join a room; ``True`` when some node had it."""
-        if room_error(room) is not None:
-            raise ValueError(room_error(room))
-        return any(r.found for r in await self._control(ControlRequest("join", namespace, sid=sid, room=room)))
-
-    async def leave(self, sid: str, room: str, *, namespace: str) -> bool:
-        """Make a connection on any node leave a room."""
-        return any(r.found for r in await self._control(ControlRequest("leave", namespace, sid=sid, room=room)))
-
-    async def disconnect(self, sid: str, *, namespace: str, reason: str = "disconnected by server") -> bool:
-        """Close a namespace connection on any node."""
-        req = ControlRequest("disconnect", namespace, sid=sid, reason=reason)
-        return any(r.found for r in await self._control(req))
-
-    async def disconnect_user(self, user: str, *, reason: str = "disconnected by server") -> int:
-        """Close every WebSocket of a user on every node with 4503 (logout, ban); returns how many."""
-        replies = await self._control(ControlRequest("disconnect_user", user=user, reason=reason))
-        return sum(len(r.items) for r in replies)
-
-    def local_connection(self, sid: str, namespace: str) -> Connection | None:
-        """The connection ``sid`` of ``namespace`` if this node serves it."""
-        return self.control.local_connection(sid, namespace)
-
-    async def handle_control(self, req: ControlRequest) -> ControlReply:
-        """Answer a cluster request for this node."""
-        return await self.control(req)
 
     def stats(self) -> dict[str, int]:
         """Counts for tests and dashboards: links, connections, rooms, hub deliveries."""
