@@ -192,6 +192,14 @@ async def test_an_error_ack(ws: ClientConnection) -> None:
         assert isinstance(reply, str) and reply.startswith('432[{"error":{"code":"unknown_event"')
 
 
+@pytest.mark.parametrize("packet", ['42460["sum",6]', '42460["sum",6,7,8]', '42460["sum","6",7]', '42460["sum"]'])
+async def test_the_wrong_arity_or_types_get_an_invalid_payload_ack(ws: ClientConnection, packet: str) -> None:
+    with anyio.fail_after(5):
+        await ws.send(packet)
+        reply = await recv_skipping_pings(ws)
+        assert isinstance(reply, str) and reply.startswith('43460[{"error":{"code":"invalid_payload"')
+
+
 @pytest.mark.parametrize(
     "packet", ["4abc", "42{}", '42abc["echo",1]', '42["connect"]', "44{}", '451-["echo",{"_placeholder":true,"num":0}]']
 )
