@@ -1,12 +1,26 @@
-"""The chat demo's server side, in-process (its page is tested in Chromium by test_browser.py)."""
+"""The chat demo: its server side in-process, and its page's features in a real headless Chromium.
+
+test_browser.py covers the browser client through the same page (reconnection, recovery, restarts);
+here the page's own features are checked in the DOM: presence online and offline (this page's own
+connection included), messages grouped by day and by author, initials avatars and the empty-room hint.
+
+Set ``DEMO_SCREENSHOT=<path>`` to save the screenshot of the docs (``scripts/screenshots`` does).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import importlib.util
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 import pytest
+from procs import Node
 
 from starlette_realtime.demo import ChatEndpoint, History, create_app
 from starlette_realtime.demo import __main__ as demo_main
@@ -118,3 +132,164 @@ def test_command_line_runs_the_demo_with_a_graceful_server(monkeypatch: pytest.M
     (call,) = calls
     assert (call["host"], call["port"], call["log_level"]) == ("127.0.0.1", 9001, "warning")
     assert call["routers"][0].endpoints["/chat"].namespace == "/chat"
+
+
+# In Chromium -------------------------------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run", "--disable-sync"]
+TIMEOUT = 15_000  # ms, for every Playwright wait
+ROOT = Path(__file__).resolve().parent.parent
+GREEN = "rgb(31, 157, 85)"  # --ok in chat.css
+
+# The browser marker's guard (conftest.need) fails these tests in CI, or skips them, when Chromium or
+# Playwright is missing: the import must not skip the module before that guard runs.
+async_api: Any = importlib.import_module("playwright.async_api") if importlib.util.find_spec("playwright") else None
+if async_api is not None:
+    async_api.expect.set_options(timeout=TIMEOUT)
+
+
+def expect(*args: Any) -> Any:
+    return async_api.expect(*args)
+
+
+@contextlib.contextmanager
+def seeded_demo() -> Iterator[Node]:
+    node = Node("demo_app:app", env={"DEMO_SEED": "1", "DEMO_PING_INTERVAL": "1", "DEMO_PING_TIMEOUT": "1"}).start()
+    try:
+        yield node
+    finally:
+        node.kill()
+
+
+@contextlib.asynccontextmanager
+async def chromium() -> AsyncIterator[Any]:
+    async with async_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def open_chat(browser: Any, node: Node, name: str) -> Any:
+    """A page of its own (own storage) signed in as ``name`` and connected; CSP reports count as errors."""
+    context = await browser.new_context(viewport={"width": 1100, "height": 640})
+    page = await context.new_page()
+    page.set_default_timeout(TIMEOUT)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None)
+    page.errors = errors
+    await page.goto(node.http + "/")
+    await page.fill("#name", name)
+    await page.click("#login-form button")
+    await expect(page.locator("#status")).to_have_attribute("data-state", "connected")
+    return page
+
+
+async def say(page: Any, text: str) -> None:
+    await page.fill("#text", text)
+    await page.press("#text", "Enter")
+
+
+def message(page: Any, text: str) -> Any:
+    return page.locator("#messages .msg", has=page.locator(".text", has_text=text))
+
+
+def person(page: Any, listing: str, user: str) -> Any:
+    return page.locator(f'#{listing} li[data-user="{user}"]')
+
+
+async def dot_colour(item: Any) -> str:
+    return str(await item.locator(".dot").evaluate("(d) => getComputedStyle(d).backgroundColor"))
+
+
+@pytest.mark.browser  # conftest.need: fails in CI, else skips, without Chromium and Playwright
+async def test_the_page_groups_messages_draws_avatars_and_shows_who_is_offline() -> None:
+    with anyio.fail_after(90), seeded_demo() as node:
+        async with chromium() as browser:
+            ada = await open_chat(browser, node, "Ada Lovelace")
+            # Yesterday's messages (seeded) under their day, grouped: one head with the author, one follower.
+            lin = ada.locator('#messages .msg[data-user="Lin Chen"]')
+            await expect(lin).to_have_count(2)
+            await expect(ada.locator("#messages .day")).to_have_text(["Yesterday"])
+            assert [await m.get_attribute("data-group") for m in await lin.all()] == ["head", "next"]
+            await expect(lin.first.locator(".avatar")).to_have_attribute("data-initials", "LC")
+            await expect(lin.first.locator(".who")).to_be_visible()
+            await expect(lin.nth(1).locator(".who")).to_be_hidden()
+            await expect(lin.nth(1).locator(".avatar")).to_be_hidden()
+            await expect(ada.locator("#empty")).to_be_hidden()
+            # An author who is not here is listed offline, with a grey dot; this page's user is online.
+            await expect(ada.locator("#members li")).to_have_text(["Ada Lovelace"])
+            await expect(person(ada, "members", "Ada Lovelace")).to_have_attribute("data-status", "online")
+            await expect(person(ada, "offline", "Lin Chen")).to_have_attribute("data-status", "offline")
+            await expect(person(ada, "offline", "Lin Chen").locator(".avatar")).to_have_attribute("data-initials", "LC")
+            assert await dot_colour(person(ada, "members", "Ada Lovelace")) == GREEN
+            assert await dot_colour(person(ada, "offline", "Lin Chen")) != GREEN
+
+            # Today's messages get a day of their own; two in a row by one author make one group.
+            await say(ada, "Morning! Release is today.")
+            await say(ada, "I will tag it after lunch.")
+            await expect(ada.locator("#messages .day")).to_have_text(["Yesterday", "Today"])
+            await expect(message(ada, "after lunch")).to_have_attribute("data-source", "live")
+            await expect(message(ada, "Release is today")).to_have_attribute("data-group", "head")
+            await expect(message(ada, "after lunch")).to_have_attribute("data-group", "next")
+
+            grace = await open_chat(browser, node, "grace")
+            await expect(grace.locator("#messages .day")).to_have_text(["Yesterday", "Today"])
+            await expect(message(grace, "Release is today").locator(".avatar")).to_have_attribute("data-initials", "AL")
+            await expect(message(grace, "Release is today").locator(".who")).to_have_text("Ada Lovelace")
+            await expect(ada.locator("#members li")).to_have_text(["Ada Lovelace", "grace"])
+            await expect(person(ada, "members", "grace").locator(".avatar")).to_have_attribute("data-initials", "G")
+            await say(grace, "Great, I will write the notes.")
+            await expect(message(ada, "write the notes")).to_have_attribute("data-group", "head")
+            await expect(message(ada, "write the notes").locator(".avatar")).to_have_attribute("data-initials", "G")
+            # Avatars keep their colour from one page to the other (a class picked from the name).
+            classes = await message(ada, "write the notes").locator(".avatar").get_attribute("class")
+            assert classes == await person(grace, "members", "grace").locator(".avatar").get_attribute("class")
+
+            if os.environ.get("DEMO_SCREENSHOT"):
+                await grace.type("#text", "One more thing", delay=10)
+                await expect(ada.locator("#typing")).to_have_text("grace is typing…")
+                # caret="initial": Playwright would otherwise hide the caret with a style attribute.
+                await ada.screenshot(path=str(ROOT / os.environ["DEMO_SCREENSHOT"]), caret="initial")
+
+            # This page offline: its own user turns offline and the others' presence unknown, not green.
+            await ada.context.set_offline(True)
+            await expect(ada.locator("#status")).not_to_have_attribute("data-state", "connected")
+            await expect(ada.locator("#people")).to_have_attribute("data-stale", "true")
+            await expect(person(ada, "members", "Ada Lovelace")).to_have_attribute("data-status", "offline")
+            await expect(person(ada, "members", "grace")).to_have_attribute("data-status", "unknown")
+            for user in ("Ada Lovelace", "grace"):
+                assert await dot_colour(person(ada, "members", user)) != GREEN, user
+            # ...and for grace, Ada went offline (the server noticed the dead socket).
+            await expect(person(grace, "offline", "Ada Lovelace")).to_have_attribute("data-status", "offline")
+            await expect(grace.locator("#members li")).to_have_text(["grace"])
+            await ada.context.set_offline(False)
+            await expect(ada.locator("#status")).to_have_attribute("data-state", "connected", timeout=30_000)
+            await expect(ada.locator("#people")).to_have_attribute("data-stale", "false")
+            await expect(person(ada, "members", "grace")).to_have_attribute("data-status", "online")
+            await expect(grace.locator("#members li")).to_have_text(["Ada Lovelace", "grace"])
+            assert await dot_colour(person(ada, "members", "grace")) == GREEN
+
+            # Closing grace's page moves her to the offline list of Ada's.
+            await grace.context.close()
+            await expect(ada.locator("#members li")).to_have_text(["Ada Lovelace"])
+            await expect(person(ada, "offline", "grace")).to_have_attribute("data-status", "offline")
+            await expect(ada.locator("#offline li")).to_have_text(["grace", "Lin Chen"])
+
+            # A room nobody wrote in yet: a hint, gone with the first message.
+            await ada.fill("#room-name", "fresh")
+            await ada.press("#room-name", "Enter")
+            await expect(ada.locator("#empty")).to_be_visible()
+            await expect(ada.locator("#empty")).to_contain_text("No messages in #fresh yet")
+            await expect(ada.locator("#messages li")).to_have_count(0)
+            await say(ada, "first!")
+            await expect(ada.locator("#empty")).to_be_hidden()
+
+            # CSP-strict: no inline style or script anywhere in the rendered page, and no CSP report.
+            inline = "[...document.querySelectorAll('[style], script:not([src])')].map((e) => e.outerHTML.slice(0, 80))"
+            assert await ada.evaluate(inline) == []
+            assert ada.errors == []

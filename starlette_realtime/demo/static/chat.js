@@ -5,6 +5,8 @@ const NS = "/chat";
 const TYPING_EVERY = 2000; // ms between two typing notices while the user types
 const TYPING_SHOWN = 4000; // ms a typing notice stays on screen
 const KEEP = 200; // messages kept per room in the page
+const GROUP_GAP = 5 * 60; // s: a message this long after the previous one by the same author starts a new group
+const AVATAR_COLOURS = 8; // .avatar.c0 ... .c7 in chat.css (no inline style: the page's CSP forbids it)
 const STATES = { connecting: "Connecting…", connected: "Connected", reconnecting: "Reconnecting…", offline: "Offline", closed: "Disconnected" };
 
 const $ = (id) => document.getElementById(id);
@@ -21,7 +23,8 @@ window.demo = demo;
 function room(name) {
   let r = demo.rooms.get(name);
   if (!r) {
-    r = { name, messages: new Map(), pending: new Map(), members: new Set(), presenceSeq: -1, typing: new Map(), unread: 0 };
+    // members: online now; gone: users seen in the room (present, or authors) who are offline now.
+    r = { name, messages: new Map(), pending: new Map(), members: new Set(), gone: new Set(), presenceSeq: -1, typing: new Map(), unread: 0 };
     demo.rooms.set(name, r);
   }
   return r;
@@ -78,9 +81,12 @@ function start(user, firstToken) {
     onError: (err) => console.warn("realtime:", err),
   }));
   client.onState((state, info) => {
+    const was = demo.state;
     demo.state = state;
     demo.info = info;
     renderStatus();
+    // Presence is only known while connected: the list turns to "last known" (and this user offline) otherwise.
+    if ((was === "connected") !== (state === "connected")) renderMembers();
   });
   client.on("connect", onConnect);
   client.on("recovery_failed", () => notice("The server did not know this session any more (a restart?): reloaded the rooms."));
@@ -118,7 +124,11 @@ async function rejoin(name) {
 // A listing replaces the room's members; it reflects every $presence event up to its `seq`.
 function setMembers({ room: name, seq, members }) {
   if (!demo.rooms.has(name)) return;
-  Object.assign(room(name), { members: new Set(members.map((m) => m.user)), presenceSeq: seq, userSeq: new Map() });
+  const r = room(name);
+  const online = new Set(members.map((m) => m.user));
+  for (const user of r.members) if (!online.has(user)) r.gone.add(user); // went offline while we were away
+  for (const user of online) r.gone.delete(user);
+  Object.assign(r, { members: online, presenceSeq: seq, userSeq: new Map() });
   if (name === demo.current) renderMembers();
 }
 
@@ -180,6 +190,7 @@ function addMessage(msg, source) {
   const r = room(msg.room);
   if (r.messages.has(msg.id)) return; // live and in the history, or replayed and acknowledged
   r.messages.set(msg.id, { ...msg, source });
+  if (!r.members.has(msg.user)) r.gone.add(msg.user); // an author who is not here now
   if (msg.user === demo.user) { // our own message, back through the room before its ACK: not pending any more
     const local = [...r.pending.values()].find((m) => m.text === msg.text && !m.failed);
     if (local) (r.pending.delete(local.id), renderStatus());
@@ -251,9 +262,8 @@ function onPresence({ room: name, user, status, seq }) {
     if (seq <= (r.presenceSeq ?? 0) || seq <= (r.userSeq?.get(user) ?? 0)) return;
     (r.userSeq ??= new Map()).set(user, seq);
   }
-  const members = r.members;
-  if (status === "online") members.add(user);
-  else members.delete(user);
+  if (status === "online") (r.members.add(user), r.gone.delete(user));
+  else (r.members.delete(user), r.gone.add(user));
   if (name === demo.current) renderMembers();
 }
 
@@ -294,33 +304,108 @@ function renderRooms() {
   $("rooms").replaceChildren(...items);
 }
 
-function messageItem(m, pending) {
+/** "AL" for "Ada Lovelace", "G" for "grace": the first letters of the first two words. */
+function initials(name) {
+  const words = name.trim().split(/[\s._-]+/).filter(Boolean);
+  return words.slice(0, 2).map((w) => Array.from(w)[0]).join("").toUpperCase() || "?";
+}
+
+function colour(name) {
+  let h = 0;
+  for (const ch of name) h = (h * 31 + ch.codePointAt(0)) >>> 0;
+  return `c${h % AVATAR_COLOURS}`;
+}
+
+/** An initials avatar: drawn by CSS from data-initials, so that it adds no text to the item it is in. */
+function avatar(user) {
+  const node = el("span", { className: `avatar ${colour(user)}`, title: user });
+  node.dataset.initials = initials(user);
+  node.setAttribute("aria-hidden", "true");
+  return node;
+}
+
+/** The local calendar day of a time stamp, "2026-12-01". */
+function dayOf(ts) {
+  const d = new Date(ts * 1000);
+  return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}-${String(d.getDate()).padStart(2, "0")}`;
+}
+
+function dayLabel(day) {
+  const today = dayOf(Date.now() / 1000);
+  if (day === today) return "Today";
+  if (day === dayOf(Date.now() / 1000 - 86400)) return "Yesterday";
+  const [y, m, d] = day.split("-").map(Number);
+  return new Date(y, m - 1, d).toLocaleDateString([], { weekday: "long", day: "numeric", month: "long", year: "numeric" });
+}
+
+function messageItem(m, pending, head) {
   const classes = ["msg", m.user === demo.user ? "mine" : "", pending ? (m.failed ? "failed" : "pending") : ""];
   const li = el("li", { className: classes.join(" ").trim(), title: m.failed ?? "" },
+    avatar(m.user),
     el("span", { className: "who", textContent: m.user }),
     el("span", { className: "text", textContent: m.text }),
     el("time", { textContent: new Date(m.ts * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) }));
-  Object.assign(li.dataset, { id: m.id, user: m.user, source: pending ? "pending" : m.source });
+  Object.assign(li.dataset, { id: m.id, user: m.user, source: pending ? "pending" : m.source, day: dayOf(m.ts) });
+  // The first message of a group shows its author; the next ones by the same author, that day, within
+  // GROUP_GAP of the previous one, are drawn under it (a data attribute: the class list stays "msg [mine]").
+  li.dataset.group = head ? "head" : "next";
   return li;
+}
+
+/** The room's messages with a separator for each day and grouped by author. */
+function messageItems(messages) {
+  const items = [];
+  let prev = null;
+  for (const { m, pending } of messages) {
+    const day = dayOf(m.ts);
+    if (!prev || dayOf(prev.ts) !== day) {
+      const sep = el("li", { className: "day" }, el("span", { textContent: dayLabel(day) }));
+      sep.dataset.day = day;
+      sep.setAttribute("role", "separator");
+      items.push(sep);
+      prev = null;
+    }
+    const head = !prev || prev.user !== m.user || m.ts - prev.ts > GROUP_GAP;
+    items.push(messageItem(m, pending, head));
+    prev = m;
+  }
+  return items;
 }
 
 function renderMessages() {
   const r = room(demo.current);
   const list = $("messages");
   const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 60;
-  const sent = [...r.messages.values()].sort((a, b) => a.ts - b.ts);
-  list.replaceChildren(...sent.map((m) => messageItem(m, false)), ...[...r.pending.values()].map((m) => messageItem(m, true)));
+  const sent = [...r.messages.values()].sort((a, b) => a.ts - b.ts).map((m) => ({ m, pending: false }));
+  const pending = [...r.pending.values()].map((m) => ({ m, pending: true }));
+  list.replaceChildren(...messageItems([...sent, ...pending]));
+  $("empty-room").textContent = `#${r.name}`;
+  $("empty").hidden = sent.length + pending.length > 0;
   if (atBottom) list.scrollTop = list.scrollHeight;
 }
 
+function memberItem(user, status) {
+  const li = el("li", { className: user === demo.user ? "me" : "" }, avatar(user), el("span", { className: "dot" }), user);
+  Object.assign(li.dataset, { user, status });
+  li.title = `${user}: ${status === "unknown" ? "last known online (this page is not connected)" : status}`;
+  return li;
+}
+
+// Online members while this page is connected; when it is not, its own user is offline and the
+// others' presence is unknown: their dots turn grey instead of staying green.
 function renderMembers() {
-  const members = [...room(demo.current).members].sort();
+  const r = room(demo.current);
+  const connected = demo.state === "connected";
+  const byName = (a, b) => a.localeCompare(b);
+  const members = [...r.members].sort(byName);
+  const gone = [...r.gone].filter((u) => !r.members.has(u)).sort(byName);
+  $("people").dataset.stale = String(!connected);
   $("member-count").textContent = `(${members.length})`;
-  $("members").replaceChildren(...members.map((user) => {
-    const li = el("li", { className: user === demo.user ? "me" : "", textContent: user });
-    li.dataset.user = user;
-    return li;
-  }));
+  $("members").replaceChildren(...members.map((user) =>
+    memberItem(user, connected ? "online" : user === demo.user ? "offline" : "unknown")));
+  $("offline-count").textContent = `(${gone.length})`;
+  $("offline-title").hidden = gone.length === 0;
+  $("offline").replaceChildren(...gone.map((user) => memberItem(user, "offline")));
 }
 
 function renderTyping() {
