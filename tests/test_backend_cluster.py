@@ -154,6 +154,16 @@ async def test_url_and_client_forms(redis_cluster: LocalRedisCluster) -> None:
         await client.aclose()
 
 
+async def test_a_storm_of_commands_waits_for_a_connection_instead_of_failing(nodes: Any) -> None:
+    # More concurrent commands than redis-py's cluster client has connections per node: they queue.
+    node = await nodes("storm")
+    with anyio.fail_after(15):
+        async with anyio.create_task_group() as tg:
+            for i in range(900):
+                tg.start_soon(node.backend.save_session, f"storm{i}", b"x", 10.0)
+        assert await node.backend.take_session("storm899") == b"x"
+
+
 async def test_presence_events_and_reaping_on_the_cluster(redis_cluster: LocalRedisCluster, nodes: Any) -> None:
     a, b = await nodes("a", heartbeat_interval=0.5), await nodes("b", heartbeat_interval=0.5)
     rooms = [f"p{i}" for i in range(6)]  # on every shard

@@ -457,3 +457,13 @@ async def test_room_order_skips_ahead_when_the_stream_went_back() -> None:
         await order.catch_up(sub)
     assert skipped == [5] and (sub.epoch, sub.offset) == ("g.s", 5) and order.rollbacks == 1
     assert not order.on_pub(sub, _at(6)) and delivered[-1].offset == 6
+
+
+async def test_a_storm_of_commands_waits_for_a_connection_instead_of_failing(nodes: Any) -> None:
+    # More concurrent commands than the URL-built client's pool holds: they queue, none fails.
+    node = await nodes()
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for i in range(600):
+                tg.start_soon(node.backend.save_session, f"storm{i}", b"x", 10.0)
+        assert await node.backend.take_session("storm599") == b"x"

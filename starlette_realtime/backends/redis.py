@@ -22,7 +22,17 @@ from ..cluster import ControlHandler, ControlReply, ControlRequest
 from ..exceptions import BackendUnavailable
 from ..frames import Position
 from .base import Deliver, HistoryReply, Publication
-from .redis_client import Client, check_client, client_from_url, is_cluster, is_cluster_url, outage_errors, redacted
+from .redis_client import (
+    MAX_CONNECTIONS,
+    Client,
+    check_client,
+    client_from_url,
+    is_cluster,
+    is_cluster_url,
+    outage_errors,
+    redacted,
+    run_command,
+)
 from .redis_control import ControlBus
 from .redis_heartbeat import HeartbeatCallback, NodeHeartbeat
 from .redis_pubsub import RedisSubscriber
@@ -117,6 +127,7 @@ class RedisBackend(RedisSessions):
         self._link_started = False
         self._failing = False
         self._scripts: dict[str, Any] = {}
+        self._slots: anyio.Semaphore | None = None
 
     # Attributes shared with other components ----------------------------------------
 
@@ -216,6 +227,8 @@ class RedisBackend(RedisSessions):
                 self.url or "", connect_timeout=self.connect_timeout, command_timeout=self.command_timeout
             )
         redis = self.redis
+        if self.cluster_mode:
+            self._slots = anyio.Semaphore(MAX_CONNECTIONS)
         for name, lua in (("publish", PUBLISH_LUA), ("read", READ_LUA), ("live", LIVE_LUA),
                           ("skip", SKIP_AHEAD_LUA), ("register", REGISTER_LUA), ("put_session", PUT_SESSION_LUA),
                           ("take_final", TAKE_FINAL_LUA)):
@@ -288,8 +301,7 @@ class RedisBackend(RedisSessions):
             BackendUnavailable: Redis is down or did not answer within ``command_timeout``.
         """
         try:
-            with anyio.fail_after(self.command_timeout):
-                result = await aw
+            result = await run_command(aw, timeout=self.command_timeout, slots=self._slots)
         except outage_errors() as exc:
             self._failing = True
             raise BackendUnavailable(f"Redis at {self._where()} is unavailable: {exc!r}") from exc

@@ -6,14 +6,23 @@ nor closes it.  Both kinds are redis-py asyncio clients, so asyncio-only.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeAlias
+import inspect
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 from urllib.parse import urlsplit, urlunsplit
+
+import anyio
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis, RedisCluster
 
+T = TypeVar("T")
+
 #: What the backend talks to: one server, or a cluster.
 Client: TypeAlias = "Redis | RedisCluster"
+
+#: Connections a URL-built client opens at most (per node of a cluster).
+MAX_CONNECTIONS = 100
 
 #: URL schemes of a Redis Cluster (the TLS one first).
 CLUSTER_SCHEMES = ("rediss+cluster", "redis+cluster")
@@ -63,12 +72,22 @@ def client_from_url(url: str, *, connect_timeout: float, command_timeout: float)
         plain = urlunsplit(parts._replace(scheme=parts.scheme.split("+", 1)[0]))
         # A few quick retries: they are what follows a MOVED/ASK redirection or a
         # failover to the new master; the command deadline bounds them.
-        return RedisCluster.from_url(plain, retry=Retry(ExponentialBackoff(cap=0.25, base=0.02), 3), **options)
-    from redis.asyncio import Redis
+        # redis-py's cluster nodes refuse a command beyond max_connections instead
+        # of queueing it: leave room for a connect storm's concurrent commands.
+        return RedisCluster.from_url(plain, retry=Retry(ExponentialBackoff(cap=0.25, base=0.02), 3),
+                                     max_connections=MAX_CONNECTIONS, **options)
+    from redis.asyncio import BlockingConnectionPool, Redis
 
     # No silent retries: an outage must surface at once as BackendUnavailable
-    # (the subscriber reconnects on its own schedule).
-    return Redis.from_url(url, retry=Retry(NoBackoff(), 0), health_check_interval=0, **options)
+    # (the subscriber reconnects on its own schedule).  A blocking pool: beyond
+    # MAX_CONNECTIONS concurrent commands wait for a free connection (within the
+    # command deadline) instead of failing with MaxConnectionsError, which a
+    # storm of connects would otherwise turn into "backend unavailable".
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=MAX_CONNECTIONS, timeout=command_timeout, retry=Retry(NoBackoff(), 0),
+        health_check_interval=0, **options,
+    )
+    return Redis.from_pool(pool)
 
 
 def outage_errors() -> tuple[type[BaseException], ...]:
@@ -84,6 +103,25 @@ def outage_errors() -> tuple[type[BaseException], ...]:
             TimeoutError, OSError)
 
 
+async def run_command(aw: Awaitable[T], *, timeout: float, slots: anyio.Semaphore | None) -> T:
+    """Await a command within ``timeout``, after taking one of ``slots`` when given.
+
+    redis-py's cluster client fails a command beyond its connections per node
+    instead of queueing it; the backend queues its commands here instead.  A
+    command whose deadline passed while it waited was never awaited: it is closed.
+    """
+    try:
+        with anyio.fail_after(timeout):
+            if slots is None:
+                return await aw
+            async with slots:
+                return await aw
+    except BaseException:
+        if inspect.iscoroutine(aw):
+            aw.close()
+        raise
+
+
 def redacted(url: str | None) -> str:
     """The URL without its password, for logs and reprs."""
     if url is None:
@@ -97,5 +135,15 @@ def redacted(url: str | None) -> str:
     return urlunsplit(parts)
 
 
-__all__ = ["CLUSTER_SCHEMES", "Client", "check_client", "client_from_url", "is_cluster", "is_cluster_url",
-           "outage_errors", "redacted"]
+__all__ = [
+    "CLUSTER_SCHEMES",
+    "MAX_CONNECTIONS",
+    "Client",
+    "check_client",
+    "client_from_url",
+    "is_cluster",
+    "is_cluster_url",
+    "outage_errors",
+    "redacted",
+    "run_command",
+]
