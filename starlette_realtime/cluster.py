@@ -17,7 +17,7 @@ class ControlRequest(msgspec.Struct, array_like=True, frozen=True, omit_defaults
     """An operation for every node.
 
     Attributes:
-        op: ``members``, ``rooms``, ``join``, ``leave``, ``disconnect`` or ``disconnect_user``.
+        op: ``members``, ``rooms``, ``join``, ``leave``, ``disconnect``, ``disconnect_user`` or ``stats``.
         ns: the namespace.
         sid: the target connection, for ``rooms``, ``join``, ``leave`` and ``disconnect``.
         room: the room, for ``members``, ``join`` and ``leave``.
@@ -33,12 +33,50 @@ class ControlRequest(msgspec.Struct, array_like=True, frozen=True, omit_defaults
     reason: str = ""
 
 
+class NodeStats(msgspec.Struct, array_like=True, frozen=True, omit_defaults=True):
+    """One node's figures, the answer to a ``stats`` request (the dashboard's cluster view).
+
+    Counters are running totals since the node started: a reader's rate is the difference
+    of two answers over the difference of their ``uptime``.
+
+    Attributes:
+        node: the node id.
+        t: the node's wall-clock time, seconds.
+        uptime: seconds on the node's monotonic clock (for rates).
+        links: open WebSockets.
+        connections: open namespace connections per namespace.
+        users: distinct authenticated users.
+        rooms: application rooms with a member on this node.
+        deliveries: events delivered to local connections.
+        publications: publications fanned out on this node.
+        events_in: events received (``None`` without a metrics object that keeps totals).
+        bytes_in: WebSocket bytes received (likewise).
+        bytes_out: event bytes delivered (likewise).
+        errors: events answered with an error (likewise).
+    """
+
+    node: str
+    t: float
+    uptime: float
+    links: int = 0
+    connections: dict[str, int] = {}
+    users: int = 0
+    rooms: int = 0
+    deliveries: int = 0
+    publications: int = 0
+    events_in: float | None = None
+    bytes_in: float | None = None
+    bytes_out: float | None = None
+    errors: float | None = None
+
+
 class ControlReply(msgspec.Struct, array_like=True, frozen=True, omit_defaults=True):
-    """One node's answer: ``found`` says whether it acted on or knew the target."""
+    """One node's answer: ``found`` says whether it acted on or knew the target; ``stats`` answers ``stats``."""
 
     node: str
     found: bool = False
     items: list[str] = []
+    stats: NodeStats | None = None
 
 
 ControlHandler = Callable[[ControlRequest], Awaitable[ControlReply]]

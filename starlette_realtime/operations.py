@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .backends import Backend
-from .cluster import Cluster, ControlReply, ControlRequest
+from .cluster import Cluster, ControlReply, ControlRequest, NodeStats
 from .config import RealtimeConfig
 from .connection import Connection
 from .control import ControlResponder
@@ -70,6 +70,18 @@ class ClusterOperations:
         """Close every WebSocket of a user on every node with 4503 (logout, ban); returns how many."""
         replies = await self._control(ControlRequest("disconnect_user", user=user, reason=reason))
         return sum(len(r.items) for r in replies)
+
+    async def node_stats(self) -> list[NodeStats]:
+        """Each node's figures (connections, rooms, running totals), from the nodes that answer in time.
+
+        Returns:
+            One :class:`~starlette_realtime.cluster.NodeStats` per node, sorted by node id.
+
+        Raises:
+            BackendUnavailable: the backend is down.
+        """
+        replies = await self._control(ControlRequest("stats"))
+        return sorted((r.stats for r in replies if r.stats is not None), key=lambda s: s.node)
 
     def local_connection(self, sid: str, namespace: str) -> Connection | None:
         """The connection ``sid`` of ``namespace`` if this node serves it."""

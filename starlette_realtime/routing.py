@@ -162,7 +162,7 @@ class RealtimeRouter(ClusterOperations):
             endpoints=self.endpoints, membership=self.membership, recovery=self.recovery,
             sessions=self.sessions, publisher=self.publisher,
         )
-        self.control = ControlResponder(self.node_id, self.hub, self.links)
+        self.control = ControlResponder(self.node_id, self.hub, self.links, metrics=self.metrics)
         cfg = self.config
         self.heartbeat = HeartbeatScheduler(
             clock=self._now, wall_clock=lambda: self.wall_clock(), interval=cfg.ping_interval,

@@ -6,6 +6,10 @@ deliveries) and, when the router's metrics are a
 rates and latency quantiles come from the difference between two readings.
 Reading costs O(rooms) once a second while a dashboard is open, and nothing
 otherwise.
+
+:class:`ClusterSampler` asks every node for its figures through the cluster
+control channel (``RealtimeRouter.node_stats``, a ``stats`` request) and turns
+two successive answers of a node into its rates: one :class:`NodeRow` per node.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import anyio
 import msgspec
 
+from ..cluster import NodeStats
 from ..rooms import ALL_ROOM
 
 if TYPE_CHECKING:
@@ -195,3 +201,114 @@ class StatsSampler:
 
     def __repr__(self) -> str:
         return f"StatsSampler(interval={self.interval}, samples={len(self.history)})"
+
+
+class NodeRow(msgspec.Struct, kw_only=True):
+    """One node of the cluster view, as a page receives it (event ``cluster``).
+
+    Attributes:
+        node: the node id.
+        t: the node's wall-clock time when it answered, seconds.
+        connections: open namespace connections, the dashboard's own excluded.
+        links: open WebSockets (dashboards included).
+        users: distinct authenticated users.
+        rooms: application rooms with a member on the node.
+        events_in: events received per second (``None`` for a first answer, or without Prometheus metrics).
+        events_out: events delivered per second (``None`` for a first answer).
+        bytes_in: bytes received per second (``None`` likewise).
+        bytes_out: bytes delivered per second (``None`` likewise).
+        errors: events answered with an error, per second (``None`` likewise).
+    """
+
+    node: str
+    t: float
+    connections: int
+    links: int
+    users: int
+    rooms: int
+    events_in: float | None = None
+    events_out: float | None = None
+    bytes_in: float | None = None
+    bytes_out: float | None = None
+    errors: float | None = None
+
+
+def _rate(now: float | None, before: float | None, elapsed: float, digits: int = 2) -> float | None:
+    if now is None or before is None or now < before:  # no totals, or the node restarted
+        return None
+    return round((now - before) / elapsed, digits)
+
+
+def node_rows(stats: Sequence[NodeStats], previous: dict[str, NodeStats], *, exclude: frozenset[str]) -> list[NodeRow]:
+    """Turn the nodes' answers into rows, with rates from each node's previous answer.
+
+    Args:
+        stats: the answers, one per node.
+        previous: each node's previous answer (read, not changed).
+        exclude: namespaces left out of ``connections``.
+
+    Returns:
+        One row per answer, in the same order.
+    """
+    rows = []
+    for s in stats:
+        row = NodeRow(
+            node=s.node, t=s.t, links=s.links, users=s.users, rooms=s.rooms,
+            connections=sum(n for ns, n in s.connections.items() if ns not in exclude),
+        )
+        before = previous.get(s.node)
+        elapsed = None if before is None else s.uptime - before.uptime
+        if before is not None and elapsed is not None and elapsed > 0:
+            row.events_out = _rate(s.deliveries, before.deliveries, elapsed)
+            row.events_in = _rate(s.events_in, before.events_in, elapsed)
+            row.bytes_in = _rate(s.bytes_in, before.bytes_in, elapsed, 1)
+            row.bytes_out = _rate(s.bytes_out, before.bytes_out, elapsed, 1)
+            row.errors = _rate(s.errors, before.errors, elapsed)
+        rows.append(row)
+    return rows
+
+
+class ClusterSampler:
+    """Gathers every node's :class:`~starlette_realtime.cluster.NodeStats` at most once per interval.
+
+    All pages of a node share one sampler: one ``stats`` request per interval while a
+    page is open, none otherwise.  Nodes that do not answer within the router's
+    ``control_timeout`` are missing from that round.
+
+    Args:
+        router: the router whose cluster to ask.
+        exclude: namespaces left out of ``connections`` (the dashboard's own).
+        interval: seconds between two requests.
+    """
+
+    def __init__(self, router: RealtimeRouter, *, exclude: Sequence[str] = (), interval: float = 1.0) -> None:
+        self.router = router
+        self.exclude = frozenset(exclude)
+        self.interval = interval
+        self.rows: list[NodeRow] = []
+        self._previous: dict[str, NodeStats] = {}
+        self._taken: float | None = None
+        self._lock: anyio.Lock | None = None
+
+    async def latest(self) -> list[NodeRow]:
+        """The newest rows, asking the nodes first when the last answers are an interval old.
+
+        Returns:
+            One row per node that answered, sorted by node id.
+
+        Raises:
+            BackendUnavailable: the backend is down.
+        """
+        if self._lock is None:
+            self._lock = anyio.Lock()
+        async with self._lock:  # pages asking at once share one request
+            now = time.monotonic()
+            if self._taken is None or now - self._taken >= self.interval * 0.9:
+                stats = await self.router.node_stats()
+                self.rows = node_rows(stats, self._previous, exclude=self.exclude)
+                self._previous = {s.node: s for s in stats}
+                self._taken = now
+            return self.rows
+
+    def __repr__(self) -> str:
+        return f"ClusterSampler(interval={self.interval}, nodes={len(self.rows)})"

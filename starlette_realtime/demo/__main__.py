@@ -20,11 +20,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--backend", default="memory://", help="memory:// (default) or redis://host:6379/0")
     parser.add_argument("--history", type=int, default=50, help="messages kept per room (default 50)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--dashboard", action="store_true", help="serve the dashboard at /dashboard/ (loopback only)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Nodes of one cluster (a redis:// backend) must share the key that signs tokens and sessions.
     secret = os.environ.get("STARLETTE_REALTIME_DEMO_SECRET") or None
-    app, realtime = create_app(backend=args.backend, secret_key=secret, history=args.history)
+    app, realtime = create_app(backend=args.backend, secret_key=secret, history=args.history, dashboard=args.dashboard)
     print(f"starlette-realtime chat demo on http://{args.host}:{args.port}/ (backend {args.backend})", flush=True)
     # uvicorn re-raises the SIGINT it drained on: Ctrl-C is the normal way to stop the demo.
     with contextlib.suppress(KeyboardInterrupt):

@@ -6,6 +6,8 @@
 * ``/realtime`` is the :class:`~starlette_realtime.RealtimeRouter` (the page imports the
   browser client from ``/realtime/client.js``).
 * ``/`` and ``/static/`` serve the page.
+* ``/dashboard/`` (with ``dashboard=True``) serves the live dashboard
+  (:mod:`starlette_realtime.dashboard`) to requests from this machine only.
 
 The ``/chat`` namespace keeps the last ``history`` messages of each room in this process,
 so that a page that reconnects to a restarted server (whose memory backend lost every
@@ -37,6 +39,7 @@ from starlette.types import ASGIApp
 from ..auth import SignedTokenAuth
 from ..backends import Backend
 from ..connection import Connection
+from ..dashboard import DashboardEndpoint, dashboard_app
 from ..dispatch import on_event
 from ..endpoint import RealtimeEndpoint
 from ..exceptions import HandlerError
@@ -194,6 +197,11 @@ async def _index(request: Request) -> Response:
     return FileResponse(STATIC / "index.html", headers={"content-security-policy": CSP, "cache-control": "no-cache"})
 
 
+def _from_this_machine(request: Request) -> bool:
+    # The demo has no administrators: its dashboard is for whoever runs it, on loopback.
+    return request.client is not None and request.client.host in ("127.0.0.1", "::1")
+
+
 def _token_view(tokens: SignedTokenAuth) -> Callable[[Request], Awaitable[Response]]:
     async def token(request: Request) -> Response:
         try:
@@ -215,6 +223,7 @@ def create_app(
     secret_key: str | bytes | Sequence[str | bytes] | None = None,
     history: int = 50,
     token_max_age: float = 12 * 3600,
+    dashboard: bool = False,
     **router_options: Any,
 ) -> tuple[Starlette, RealtimeRouter]:
     """Build the demo app and its realtime router.
@@ -226,6 +235,8 @@ def create_app(
             which the page does by itself).
         history: messages kept per room.
         token_max_age: seconds a token is valid (the page fetches a fresh one on every connect).
+        dashboard: also serve the live dashboard at ``/dashboard/``, to requests from
+            127.0.0.1 or ::1 only (its cluster view lists every node of a ``redis://`` backend).
         **router_options: other :class:`~starlette_realtime.RealtimeRouter` options
             (``ping_interval``, ``recovery_window``...).
 
@@ -236,7 +247,8 @@ def create_app(
     key = secret_key if secret_key is not None else secrets.token_bytes(32)
     tokens = SignedTokenAuth(key, max_age=token_max_age)
     chat = ChatEndpoint(tokens=tokens, history=History(size=history))
-    realtime = RealtimeRouter([chat], backend=backend, secret_key=key, **router_options)
+    endpoints: list[RealtimeEndpoint | type[RealtimeEndpoint]] = [chat, DashboardEndpoint] if dashboard else [chat]
+    realtime = RealtimeRouter(endpoints, backend=backend, secret_key=key, **router_options)
     app = Starlette(
         routes=[
             Route("/", _index),
@@ -247,6 +259,8 @@ def create_app(
         ],
         lifespan=realtime.lifespan,
     )
+    if dashboard:
+        dashboard_app(realtime, auth=_from_this_machine, title="chat demo").mount(app, "/dashboard")
     return app, realtime
 
 
