@@ -185,6 +185,7 @@ class SessionCore:
             if refused is not None:
                 return None
             return self._refuse(ns, ack_id, status.NOT_CONNECTED, "namespace not connected")
+        window = None
         if ack_id is not None:
             window = self.windows[ns]
             seen = window.check(ack_id)
@@ -196,7 +197,7 @@ class SessionCore:
                 return Send(Ack(ns, ack_id, self.null, ErrorInfo(status.DUPLICATE, "already handled")))
         event = frame.event
         if event == AUTH_EVENT:
-            return self._checked(frame, now, None, reauth=True)
+            return self._checked(frame, now, None, window, reauth=True)
         table = self.rules.get(ns)
         if table is None or event not in table:
             # Unknown events are charged too, so that they cannot flood for free.
@@ -206,14 +207,17 @@ class SessionCore:
             if refused is not None:
                 return self._answer(ns, "", ack_id, status.RATE_LIMITED, refused)
             return self._answer(ns, "", ack_id, status.UNKNOWN_EVENT, f"no handler for {event!r}")
-        return self._checked(frame, now, table[event], reauth=False)
+        return self._checked(frame, now, table[event], window, reauth=False)
 
     def _checked(
-        self, frame: Event, now: float, rate: tuple[float, int | None] | None, *, reauth: bool
+        self, frame: Event, now: float, rate: tuple[float, int | None] | None, window: DedupWindow | None, *,
+        reauth: bool,
     ) -> Action | None:
         ns, ack_id = frame.ns, frame.id
         if rate is not None:
             refused = self.charge(frame.event, rate[0], rate[1], now)
+        elif self.limits.rate is None:
+            refused = None  # no limit at all: the common case, without a call
         else:
             refused = self.charge("", None, None, now)
         if isinstance(refused, Close):
@@ -224,8 +228,8 @@ class SessionCore:
         too_big = self.limits.payload_error(frame.data, binary=self.binary)
         if too_big is not None:
             return self._answer(ns, name, ack_id, status.LIMIT_EXCEEDED, too_big)
-        if ack_id is not None:
-            self.windows[ns].started(ack_id)
+        if window is not None:
+            window.started(ack_id)  # type: ignore[arg-type]
         return Dispatch(frame, reauth)
 
     def _ack(self, frame: Ack) -> Action | None:
@@ -276,13 +280,14 @@ class SessionCore:
             # A socket with nothing open holds a slot: the same deadline as at the start.
             self._connect_deadline = now + self.connect_timeout
 
-    def answered(self, ns: str, reply: Ack) -> Send | None:
-        """A handler answered the event ``reply.id``: keep the answer, send it if ``ns`` is open."""
+    def answered(self, ns: str, reply: Ack) -> bool:
+        """A handler answered the event ``reply.id``: keep the answer; ``True`` when it is to be sent
+        (``ns`` is still open here)."""
         window = self.windows.get(ns)
         if window is None:
-            return None
+            return False
         window.answered(reply.id, reply)
-        return Send(reply)
+        return True
 
     def call(self, ns: str) -> int:
         """Allocate the id of a server-to-client call on ``ns`` (wraps within 31 bits)."""

@@ -57,13 +57,17 @@ class Invoker:
         self.metrics = metrics
         self.persist = persist
 
-    async def _answer(self, link: Link, conn: Connection, reply: Ack) -> None:
+    def _answer(self, link: Link, conn: Connection, reply: Ack) -> None:
         link.answer(conn.namespace, reply)
         if self.persist is not None:
             self.persist(link, conn)
 
-    async def dispatch(self, link: Link, conn: Connection, action: Dispatch, owner: Owner) -> None:
-        """Validate and run one event, in order or in a task of its own (``concurrent=True``)."""
+    async def dispatch(self, link: Link, conn: Connection, action: Dispatch) -> None:
+        """Validate and run one event, in order or in a task of its own (``concurrent=True``).
+
+        The handlers are those of the connection's own endpoint (``conn.endpoint``).
+        """
+        owner = cast(Owner, conn.endpoint)
         frame = action.frame
         if action.reauth:
             await self._reauthenticate(link, conn, frame, owner)
@@ -105,7 +109,7 @@ class Invoker:
         except HandlerError as exc:
             metrics.handler_finished(ns, handler.name, started, exc.code)
             if ack_id is not None:
-                await self._answer(link, conn, _error(conn, ack_id, exc.code, exc.message))
+                self._answer(link, conn, _error(conn, ack_id, exc.code, exc.message))
             return
         except BackendUnavailable:
             # An outage, not a bug: say so, so that clients can retry later.
@@ -113,7 +117,7 @@ class Invoker:
             logger.warning("handler %r: backend unavailable (sid=%s)", handler.name, conn.sid)
             if ack_id is not None:
                 reply = _error(conn, ack_id, status.UNAVAILABLE, "backend unavailable; retry later")
-                await self._answer(link, conn, reply)
+                self._answer(link, conn, reply)
             return
         except anyio.get_cancelled_exc_class():
             # Cancelled before it answered (its socket went away and it overran the grace):
@@ -128,7 +132,7 @@ class Invoker:
                 extra=log_fields(link, conn, reason=status.INTERNAL_ERROR),
             )
             if ack_id is not None:
-                await self._answer(link, conn, _error(conn, ack_id, status.INTERNAL_ERROR, "internal error"))
+                self._answer(link, conn, _error(conn, ack_id, status.INTERNAL_ERROR, "internal error"))
             return
         metrics.handler_finished(ns, handler.name, started, None)
         if ack_id is not None:
@@ -141,7 +145,7 @@ class Invoker:
                     extra=log_fields(link, conn, reason=status.INTERNAL_ERROR),
                 )
                 reply = _error(conn, ack_id, status.INTERNAL_ERROR, "internal error")
-            await self._answer(link, conn, reply)
+            self._answer(link, conn, reply)
 
     async def _reauthenticate(self, link: Link, conn: Connection, frame: Event, owner: Owner) -> None:
         """Handle ``$auth``: check a fresh credential for the same user and move the expiry."""

@@ -85,6 +85,7 @@ class Lifecycle:
         self.publisher = publisher
         self.invoker = Invoker(metrics, self.persist if sessions.write_through else None)
         self._hello: dict[str, tuple[dict[str, Any], int]] = {}
+        self._bind_dispatch()
         self._ping: dict[str, tuple[dict[str, Any], int, bytes]] = {}
         if sessions.write_through:
             membership.on_change = self._changed
@@ -176,7 +177,11 @@ class Lifecycle:
 
     async def dispatch(self, link: Link, conn: Connection, action: Dispatch) -> None:
         """Run one event's handler (its answer goes to the link)."""
-        await self.invoker.dispatch(link, conn, action, self.endpoints[conn.namespace])
+        await self.invoker.dispatch(link, conn, action)
+
+    def _bind_dispatch(self) -> None:
+        # The reader's hot path goes straight to the invoker: one coroutine less per event.
+        self.dispatch = self.invoker.dispatch  # type: ignore[method-assign]
 
     async def close(
         self, link: Link, conn: Connection, reason: str, *, was_open: bool, keep_session: bool,

@@ -293,9 +293,8 @@ class Link(Supervision):
 
     def answer(self, ns: str, reply: Ack) -> None:
         """A handler answered: the core keeps the answer for resends, and it is sent."""
-        send = self.core.answered(ns, reply)
-        if send is not None:
-            self.send_frame(send.frame)
+        if self.core.answered(ns, reply):
+            self.send_frame(reply)
 
     async def call(self, ns: str, event: str, data: Any, *, timeout: float) -> Any:
         """Send an event to the client on ``ns`` and return its acknowledgement.
