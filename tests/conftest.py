@@ -34,6 +34,7 @@ PARTS: dict[str, tuple[Callable[[], bool], str]] = {
     "redis-server": (lambda: shutil.which("redis-server") is not None, "apt-get install -y redis-server"),
     "chromium": (lambda: os.path.exists(CHROMIUM), "apt-get install -y chromium"),
     "node": (lambda: shutil.which("node") is not None, "apt-get install -y nodejs"),
+    "nginx": (lambda: shutil.which("nginx") is not None or os.path.exists("/usr/sbin/nginx"), "apt-get install -y nginx"),
     "npm packages": (lambda: (ROOT / "benchmarks" / "node" / "node_modules" / "socket.io").is_dir(),
                      "cd benchmarks/node && npm ci"),
     "socket.io-client": (lambda: (ROOT / "tests" / "socketio" / "node_modules" / "socket.io-client").is_dir(),
