@@ -289,6 +289,20 @@ async def test_the_page_groups_messages_draws_avatars_and_shows_who_is_offline()
             await say(ada, "first!")
             await expect(ada.locator("#empty")).to_be_hidden()
 
+            # A $presence event newer than a listing may arrive before it (the join answer follows the room's
+            # events): the listing must not undo it, or a user gone offline meanwhile would stay listed online.
+            merge = """([user, first, then]) => {
+              const r = demo.rooms.get(demo.current), s = r.presenceSeq, room = r.name;
+              demo.presence.onPresence({ room, user, status: first, seq: s + 2 });
+              demo.presence.setMembers({ room, seq: s + 1, members: [{ user: "Ada Lovelace" }, { user: then }] });
+            }"""
+            await ada.evaluate(merge, ["zed", "online", "nobody"])
+            await expect(person(ada, "members", "zed")).to_have_attribute("data-status", "online")
+            await expect(ada.locator("#members li")).to_have_text(["Ada Lovelace", "nobody", "zed"])
+            await ada.evaluate(merge, ["zed", "offline", "zed"])  # the listing still has zed: the event is newer
+            await expect(ada.locator("#members li")).to_have_text(["Ada Lovelace"])
+            await expect(person(ada, "offline", "zed")).to_have_attribute("data-status", "offline")
+
             # CSP-strict: no inline style or script anywhere in the rendered page, and no CSP report.
             inline = "[...document.querySelectorAll('[style], script:not([src])')].map((e) => e.outerHTML.slice(0, 80))"
             assert await ada.evaluate(inline) == []

@@ -24,7 +24,8 @@ function room(name) {
   let r = demo.rooms.get(name);
   if (!r) {
     // members: online now; gone: users seen in the room (present, or authors) who are offline now.
-    r = { name, messages: new Map(), pending: new Map(), members: new Set(), gone: new Set(), presenceSeq: -1, typing: new Map(), unread: 0 };
+    // latest: the newest $presence event per user, {seq, status}, until a listing reflects it.
+    r = { name, messages: new Map(), pending: new Map(), members: new Set(), gone: new Set(), presenceSeq: -1, latest: new Map(), typing: new Map(), unread: 0 };
     demo.rooms.set(name, r);
   }
   return r;
@@ -110,6 +111,8 @@ function onConnect({ recovered }) {
 }
 
 async function rejoin(name) {
+  // A new session (maybe a restarted server): presence sequence numbers start again from its listing.
+  if (demo.rooms.has(name)) Object.assign(room(name), { presenceSeq: -1, latest: new Map() });
   try {
     const joined = await demo.client.call("join", name);
     if (!demo.rooms.has(name)) return;
@@ -121,14 +124,21 @@ async function rejoin(name) {
   }
 }
 
-// A listing replaces the room's members; it reflects every $presence event up to its `seq`.
+// A listing replaces the room's members; it reflects every $presence event up to its `seq`. An event newer
+// than the listing may have arrived first (the join answer is sent after the events of its room that came
+// while it was read): that event still holds, or a user who went offline meanwhile would stay listed online.
 function setMembers({ room: name, seq, members }) {
   if (!demo.rooms.has(name)) return;
   const r = room(name);
   const online = new Set(members.map((m) => m.user));
+  for (const [user, event] of r.latest) {
+    if (event.seq <= seq) r.latest.delete(user);
+    else if (event.status === "online") online.add(user);
+    else online.delete(user);
+  }
   for (const user of r.members) if (!online.has(user)) r.gone.add(user); // went offline while we were away
   for (const user of online) r.gone.delete(user);
-  Object.assign(r, { members: online, presenceSeq: seq, userSeq: new Map() });
+  Object.assign(r, { members: online, presenceSeq: seq });
   if (name === demo.current) renderMembers();
 }
 
@@ -139,6 +149,9 @@ async function refreshMembers(name) {
     console.warn("members:", err);
   }
 }
+
+/** The presence handlers, for the console (and the browser tests): what a listing and an event do. */
+demo.presence = { setMembers: (list) => setMembers(list), onPresence: (event) => onPresence(event) };
 
 /** Close the socket as a network failure would, to watch the page recover its session. */
 demo.dropConnection = () => demo.client?._ws?.close(4000, "dropped on purpose");
@@ -259,8 +272,8 @@ function onPresence({ room: name, user, status, seq }) {
   // Events from two nodes may arrive out of order: apply one only if it is newer than the
   // listing and than the last event about the same user (docs/presence.md).
   if (seq != null) {
-    if (seq <= (r.presenceSeq ?? 0) || seq <= (r.userSeq?.get(user) ?? 0)) return;
-    (r.userSeq ??= new Map()).set(user, seq);
+    if (seq <= r.presenceSeq || seq <= (r.latest.get(user)?.seq ?? -1)) return;
+    r.latest.set(user, { seq, status });
   }
   if (status === "online") (r.members.add(user), r.gone.delete(user));
   else (r.members.delete(user), r.gone.add(user));
