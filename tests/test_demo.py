@@ -129,9 +129,26 @@ def test_command_line_runs_the_demo_with_a_graceful_server(monkeypatch: pytest.M
     monkeypatch.setattr(demo_main, "run", lambda app, **kw: calls.append(kw))
     monkeypatch.setattr(demo_main.logging, "basicConfig", lambda **kw: None)
     demo_main.main(["--port", "9001", "--backend", "memory://", "--log-level", "warning"])
-    (call,) = calls
+    demo_main.main(["--dashboard"])
+    (call, with_dashboard) = calls
     assert (call["host"], call["port"], call["log_level"]) == ("127.0.0.1", 9001, "warning")
     assert call["routers"][0].endpoints["/chat"].namespace == "/chat"
+    assert sorted(call["routers"][0].endpoints) == ["/chat"]
+    assert sorted(with_dashboard["routers"][0].endpoints) == ["/_dashboard", "/chat"]
+
+
+async def test_the_dashboard_is_served_to_this_machine_only() -> None:
+    app, _ = create_app(dashboard=True)
+    with anyio.fail_after(10):
+        for client, code in ((("127.0.0.1", 50000), 200), (("::1", 50000), 200), (("203.0.113.7", 50000), 403)):
+            transport = httpx.ASGITransport(app=app, client=client)
+            async with httpx.AsyncClient(transport=transport, base_url="http://demo") as http:
+                assert (await http.get("/dashboard/")).status_code == code, client
+                assert (await http.get("/dashboard/token")).status_code == code, client
+    plain, _ = create_app()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=plain), base_url="http://demo") as http:
+        with anyio.fail_after(10):
+            assert (await http.get("/dashboard/")).status_code == 404
 
 
 # In Chromium -------------------------------------------------------------------------------------------------
