@@ -104,12 +104,27 @@ _FLUSH_BATCH = 256
 
 
 class _Live:
-    __slots__ = ("closed", "supersede", "user")
+    # The event is made only when a resume waits for this socket to close: an asyncio.Event
+    # costs ~900 bytes (its waiters' deque), and almost no live session is ever waited for.
+    __slots__ = ("_closed", "done", "supersede", "user")
 
     def __init__(self, user: str | None, supersede: Callable[[], None]) -> None:
         self.user = user
         self.supersede = supersede
-        self.closed = anyio.Event()
+        self.done = False
+        self._closed: anyio.Event | None = None
+
+    def close(self) -> None:
+        self.done = True
+        if self._closed is not None:
+            self._closed.set()
+
+    async def wait_closed(self) -> None:
+        if self.done:
+            return
+        if self._closed is None:
+            self._closed = anyio.Event()
+        await self._closed.wait()
 
 
 class Sessions:
@@ -131,6 +146,8 @@ class Sessions:
         flush_interval: float = 0.05,
     ) -> None:
         self.backend = backend
+        # A runtime_checkable Protocol's isinstance() costs microseconds: once, not per connection.
+        self._enabled = isinstance(backend, SessionStore)
         self._write_through = write_through and isinstance(backend, LiveSessionStore)
         self.flush_interval = flush_interval
         #: Live sessions changed since the last flush: how to build each one's state, and its owner.
@@ -142,7 +159,7 @@ class Sessions:
     @property
     def enabled(self) -> bool:
         """Whether the backend keeps sessions."""
-        return isinstance(self.backend, SessionStore)
+        return self._enabled
 
     @property
     def write_through(self) -> bool:
@@ -217,7 +234,7 @@ class Sessions:
         self._dirty.pop((ns, sid), None)
         live = self._live.pop((ns, sid), None)
         if live is not None:
-            live.closed.set()
+            live.close()
 
     async def save(self, ns: str, sid: str, state: SessionState, *, owner: str = "") -> None:
         """Keep a session for ``window`` seconds (failures are logged, not raised).
@@ -248,7 +265,7 @@ class Sessions:
         if live is not None and live.user == user:
             live.supersede()
             with anyio.move_on_after(self.grace + 1.0):
-                await live.closed.wait()
+                await live.wait_closed()
         key = session_key(ns, sid)
         if self._write_through and isinstance(backend, LiveSessionStore):
             # Prefer the state its connection saved on closing (the newest); a live one written

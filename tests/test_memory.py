@@ -1,0 +1,109 @@
+"""Memory per idle connection: what the library itself allocates for each socket, bounded.
+
+tracemalloc, in this process, against a real uvicorn (in a thread): the allocations made between two snapshots, with
+the library's own code on their stack (the innermost frame in ``starlette_realtime``, client excluded), divided by the
+number of idle connections opened in between.  Counted in bytes Python allocated, not RSS, so the figure is exact and
+repeatable; ``benchmarks/idle_memory.py`` prints the whole picture (uvicorn, websockets, Starlette, by site and type).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import tracemalloc
+from collections import defaultdict
+
+import anyio
+import pytest
+from conftest import serve
+from starlette.applications import Starlette
+from websockets.asyncio.client import ClientConnection, connect
+
+from starlette_realtime import RealtimeEndpoint, RealtimeRouter
+from starlette_realtime.session import _Live
+
+LIBRARY = f"{os.sep}starlette_realtime{os.sep}"
+CLIENT = f"{LIBRARY}client{os.sep}"
+CONNS = 200
+#: Measured ~8,700 B here (asyncio loop, websockets-sansio) after issue 14's cut (the live session's event made only
+#: when waited for: ~900 B less); ~2,600 B of it is uvicorn answering our accept() and receive() calls, ~1,900 B
+#: anyio's task group and the reader's cancel scope (sets, scopes).  The bound catches a new per-connection structure.
+OWN_BYTES_PER_CONN = 9_400
+
+
+class Bench(RealtimeEndpoint):
+    namespace = "/bench"
+
+
+def _own(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot) -> tuple[int, dict[str, int]]:
+    sites: dict[str, int] = defaultdict(int)
+    for stat in after.compare_to(before, "traceback"):
+        for frame in reversed(stat.traceback):  # the most recent call first
+            if LIBRARY in frame.filename and CLIENT not in frame.filename:
+                sites[f"{frame.filename.rsplit(LIBRARY, 1)[1]}:{frame.lineno}"] += stat.size_diff
+                break
+    return sum(sites.values()), sites
+
+
+async def _open(url: str, n: int) -> list[ClientConnection]:
+    async def one() -> ClientConnection:
+        ws = await connect(url, subprotocols=["rt.v1.json"], ping_interval=None, compression=None)  # type: ignore[list-item]
+        await ws.send('[1,"/bench",null]')
+        while not str(await ws.recv()).startswith("[2,"):
+            pass
+        return ws
+
+    sockets: list[ClientConnection] = []
+    for start in range(0, n, 25):
+        sockets += await asyncio.gather(*(one() for _ in range(start, min(n, start + 25))))
+    return sockets
+
+
+@pytest.mark.anyio
+async def test_library_allocations_per_idle_connection_are_bounded() -> None:
+    realtime = RealtimeRouter([Bench], ping_interval=25, ping_timeout=20)
+    app = Starlette(lifespan=realtime.lifespan)
+    realtime.mount(app, "/ws")
+    with serve(app) as server:
+        url = f"{server.url}/ws/"
+        with anyio.fail_after(60):
+            for ws in await _open(url, 10):  # first-use caches and lazy imports are not per connection
+                await ws.close()
+        tracemalloc.start(40)
+        try:
+            gc.collect()
+            before = tracemalloc.take_snapshot()
+            with anyio.fail_after(120):
+                sockets = await _open(url, CONNS)
+                await anyio.sleep(0.5)
+            gc.collect()
+            after = tracemalloc.take_snapshot()
+        finally:
+            tracemalloc.stop()
+        with anyio.fail_after(30):
+            for ws in sockets:
+                await ws.close()
+    total, sites = _own(before, after)
+    per_conn = total / CONNS
+    top = sorted(sites.items(), key=lambda kv: -kv[1])[:12]
+    breakdown = "\n".join(f"  {size / CONNS:8,.0f} B  {site}" for site, size in top)
+    assert per_conn <= OWN_BYTES_PER_CONN, f"{per_conn:,.0f} B per idle connection:\n{breakdown}"
+
+
+@pytest.mark.anyio
+async def test_live_session_makes_no_event_until_waited_for() -> None:
+    live = _Live("u", lambda: None)
+    assert live._closed is None  # no asyncio.Event (and its deque) per connection
+    with anyio.fail_after(2):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(live.wait_closed)
+            await anyio.sleep(0.01)
+            assert live._closed is not None
+            live.close()
+    live2 = _Live(None, lambda: None)
+    live2.close()
+    with anyio.fail_after(1):
+        await live2.wait_closed()  # already closed: returns at once, still without an event
+    assert live2._closed is None
+
