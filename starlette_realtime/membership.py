@@ -32,16 +32,18 @@ class Membership:
         limits: ``max_rooms`` and ``max_connections_per_user``.
     """
 
-    __slots__ = ("_subscribing", "backend", "hub", "limits", "on_change", "users")
+    __slots__ = ("_history", "_subscribing", "backend", "hub", "limits", "on_change", "users")
 
     def __init__(self, hub: Hub, backend: Backend, limits: Limits) -> None:
         self.hub = hub
         self.backend = backend
+        # A runtime_checkable Protocol's isinstance() costs microseconds: once, not per join.
+        self._history: History | None = backend if isinstance(backend, History) else None
         self.limits = limits
         #: Open namespace connections per user key on this node.
         self.users: dict[str, int] = {}
         #: Rooms whose first local member is subscribing the backend now.
-        self._subscribing: dict[tuple[str, str], anyio.Event] = {}
+        self._subscribing: dict[tuple[str, str], anyio.Event | None] = {}
         #: Awaited after a join or a leave of an open connection (the session's write-through).
         self.on_change: Callable[[Connection], Awaitable[None]] | None = None
 
@@ -54,18 +56,22 @@ class Membership:
         """
         key = (conn.namespace, stream)
         if self.hub.rooms.add(key, conn.sid, conn):
-            done = self._subscribing[key] = anyio.Event()
+            # The event is made only if another member comes to wait (most subscribes are alone).
+            self._subscribing[key] = None
             try:
                 await self.backend.subscribe(conn.namespace, stream)
             finally:
-                del self._subscribing[key]
-                done.set()
-        else:
-            pending = self._subscribing.get(key)
-            if pending is not None:
-                await pending.wait()
-        if isinstance(self.backend, History):
-            conn.joined[stream] = await self.backend.position(conn.namespace, stream)
+                done = self._subscribing.pop(key, None)
+                if done is not None:
+                    done.set()
+        elif key in self._subscribing:
+            pending = self._subscribing[key]
+            if pending is None:
+                pending = self._subscribing[key] = anyio.Event()
+            await pending.wait()
+        history = self._history
+        if history is not None:
+            conn.joined[stream] = await history.position(conn.namespace, stream)
         else:
             conn.joined[stream] = None
 

@@ -45,6 +45,7 @@ class Recovery:
         metrics: Metrics,
     ) -> None:
         self.backend = backend
+        self._history: History | None = backend if isinstance(backend, History) else None
         self.sessions = sessions
         self.signer = signer
         self.membership = membership
@@ -115,14 +116,15 @@ class Recovery:
         replay: list[Publication] = []
         lost: list[tuple[str, Position | None]] = []
         covered: dict[str, int] = {}
-        if state is not None and isinstance(self.backend, History):
+        history = self._history
+        if state is not None and history is not None:
             client = frame.positions or {}
             for stream in list(conn.joined):
                 saved = state.streams.get(stream)
                 if stream in state.streams:
                     conn.joined[stream] = saved
                 position = client.get(stream, saved)
-                reply = await self.backend.since(ns, stream, position)
+                reply = await history.since(ns, stream, position)
                 if reply.recovered:
                     replay.extend(reply.publications)
                     if reply.publications:
