@@ -398,7 +398,9 @@ function renderMessages() {
 }
 
 function memberItem(user, status) {
-  const li = el("li", { className: user === demo.user ? "me" : "" }, avatar(user), el("span", { className: "dot" }), user);
+  const face = avatar(user);
+  face.append(el("span", { className: "dot" })); // on the avatar's corner
+  const li = el("li", { className: user === demo.user ? "me" : "" }, face, user);
   Object.assign(li.dataset, { user, status });
   li.title = `${user}: ${status === "unknown" ? "last known online (this page is not connected)" : status}`;
   return li;
