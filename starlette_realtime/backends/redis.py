@@ -282,6 +282,7 @@ class RedisBackend(RedisSessions):
                 await self._client.zrem(self.names.nodes, self.node_id)
         self.subscriber = None
         self._link_started = False
+        await self.heartbeat.close()
         self.bus.close()
         self._deliver = _drop
         await self._close_client()

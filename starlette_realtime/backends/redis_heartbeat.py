@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -39,6 +39,7 @@ class NodeHeartbeat:
         self.backend = backend
         self.callbacks: dict[HeartbeatCallback, bool] = {}
         self.beats = 0
+        self._publisher: Any = None
 
     async def refresh_epoch(self) -> None:
         """Read the global epoch, creating it when Redis has none (it restarted empty)."""
@@ -63,6 +64,29 @@ class NodeHeartbeat:
         live = await be.command(be.script("live")(keys=[be.names.nodes]))
         return {n.decode() for n in live}
 
+    def _publisher_client(self) -> Any:
+        # On one server the heartbeat has a connection of its own: under a storm of
+        # commands queued for the shared pool it must not come late, or the
+        # subscriber would take a busy node for a lost link.  On a cluster it goes
+        # through the cluster client, which follows failovers (the backend queues
+        # its own commands in front of that client, not the heartbeat).
+        be = self.backend
+        if be.cluster_mode:
+            return be.redis
+        if self._publisher is None:
+            self._publisher = be.redis.client()
+        return self._publisher
+
+    async def close(self) -> None:
+        """Close the heartbeat's own connection."""
+        client, self._publisher = self._publisher, None
+        if client is not None:
+            with anyio.move_on_after(1.0, shield=True):
+                try:
+                    await client.aclose()
+                except Exception:
+                    logger.debug("closing the heartbeat connection failed", exc_info=True)
+
     def add(self, fn: HeartbeatCallback) -> None:
         self.callbacks[fn] = False
 
@@ -76,7 +100,12 @@ class NodeHeartbeat:
             await anyio.sleep(be.heartbeat_interval)
             try:
                 with anyio.fail_after(max(be.heartbeat_interval, 0.5)):
-                    await be.redis.publish(be.names.node(be.node_id), HEARTBEAT)
+                    channel = be.names.node(be.node_id)
+                    try:
+                        await self._publisher_client().publish(channel, HEARTBEAT)
+                    except Exception:
+                        await self.close()  # the next beat opens a new connection
+                        raise
                     await self.refresh_epoch()
                     if be.subscriber is not None and be.subscriber.up:
                         await self.register()
