@@ -133,7 +133,8 @@ class LiveSessionStore(Protocol):
         With ``create=False`` only over a state that ``owner`` wrote and that is still there:
         a session that its client resumed on another node (which took it and wrote its own)
         is never overwritten by the old node.  A ``final`` state is the one saved when the
-        connection closed; the others are live.  ``take_session`` returns the state alone.
+        connection closed (written also where no state is, in case a live write failed); the
+        others are live.  ``take_session`` returns the state alone.
 
         Returns:
             Whether it was written.

@@ -94,11 +94,16 @@ class RedisSessions:
 OWNED = b"\xff\x01"
 
 #: KEYS[1] the session; ARGV: the owner mark, the state, the TTL (ms), 1 to create, 1 for a final state
-#: (stored without the mark: its connection closed, nobody writes it any more).
+#: (stored without the mark: its connection closed, nobody writes it any more).  An update is written only
+#: over its owner's own state; a final state also where there is none (its live write had failed).
 PUT_SESSION_LUA = """
 if ARGV[4] ~= '1' then
   local v = redis.call('GET', KEYS[1])
-  if not v or string.sub(v, 1, #ARGV[1]) ~= ARGV[1] then return 0 end
+  if v then
+    if string.sub(v, 1, #ARGV[1]) ~= ARGV[1] then return 0 end
+  elseif ARGV[5] ~= '1' then
+    return 0
+  end
 end
 if ARGV[5] == '1' then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
