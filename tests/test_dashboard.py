@@ -337,7 +337,8 @@ async def demo_client(node: Node, name: str, room: str) -> RealtimeClient:
 @pytest.mark.browser
 async def test_the_cluster_view_lists_every_node_over_redis() -> None:
     """Two uvicorn nodes of the demo (with its dashboard) on a redis-server of the test's own: the page served by
-    one node lists both, with each node's connections, rooms and rates, through the cluster control channel."""
+    one node lists both, with each node's connections, rooms and rates, through the cluster control channel.
+    ``$DASHBOARD_CLUSTER_SCREENSHOT`` (``scripts/screenshots``) saves a picture of the table for the docs."""
     from playwright.async_api import async_playwright, expect
 
     with anyio.fail_after(120), RedisServer() as redis:
@@ -379,6 +380,8 @@ async def test_the_cluster_view_lists_every_node_over_redis() -> None:
                             await asyncio.sleep(0.03)
                     await expect(other.locator("td").nth(5)).not_to_have_text(re.compile("^(–|0)$"), timeout=5_000)
                     await expect(other.locator("td").nth(6)).not_to_have_text(re.compile("^(–|0)$"), timeout=5_000)
+                    if os.environ.get("DASHBOARD_CLUSTER_SCREENSHOT"):  # scripts/screenshots, for the docs
+                        await page.locator("#nodes").screenshot(path=os.environ["DASHBOARD_CLUSTER_SCREENSHOT"])
                     await expect(this.locator("td").nth(5)).to_have_text("0", timeout=10_000)
 
                     for c in on_b:
