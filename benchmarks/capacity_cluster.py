@@ -139,11 +139,11 @@ def main(argv: list[str] | None = None) -> int:
         print("picows is not installed: pip install -r benchmarks/requirements.txt", file=sys.stderr)
         return 2
     if args.profile:
-        h.PROFILE_DIR = h.Path(args.profile)
+        h.STACK.profile_dir = h.Path(args.profile)
     h._pin(h.CLIENT_CPU)  # the orchestrator and the client processes it forks keep to the client core
     started = time.time()
     r = run(args)
-    expect_pings = max(1, int(args.hold / args.ping_interval / 2))
+    expect_pings = max(1, int(args.hold / max(args.ping_interval, args.ping_timeout) / 2))  # see workloads/capacity
     failures = []
     if r["opened"] != args.conns:
         failures.append(f"opened {r['opened']}/{args.conns}: {r['errors']}")

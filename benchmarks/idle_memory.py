@@ -10,6 +10,8 @@ and repeatable (RSS also holds the kernel's socket buffers and allocator slack: 
     python -m benchmarks.idle_memory --server ours --conns 3000
     python -m benchmarks.idle_memory --server raw --conns 3000
     python -m benchmarks.idle_memory --server ours --conns 3000 --json benchmarks/results/idle_memory-ours.json
+    python -m benchmarks.idle_memory --server ours --conns 5000 --frames 0     # the collector only, full speed
+    python -m benchmarks.idle_memory --server ours --conns 5000 --frames 0 --gc-threshold 50000,20,100
 """
 
 from __future__ import annotations
@@ -52,28 +54,64 @@ def _type_sizes() -> dict[str, int]:
     return sizes
 
 
-def serve(module: str, port: int, out: Path, frames: int) -> None:
-    """The server process: uvicorn with tracemalloc; SIGUSR1 takes the baseline, SIGUSR2 writes the difference."""
+def serve(module: str, port: int, out: Path, frames: int, gc_threshold: str | None = None) -> None:
+    """The server process: uvicorn with tracemalloc; SIGUSR1 takes the baseline, SIGUSR2 writes the difference.
+
+    ``frames`` 0: no tracemalloc (the collector's figures alone, at full speed).
+    """
+    if gc_threshold:
+        gc.set_threshold(*(int(x) for x in gc_threshold.split(",")))
     sys.path.insert(0, str(BENCH_DIR / "servers"))
     import uvicorn
 
     app = __import__(module).app
-    tracemalloc.start(frames)  # after the imports: only the difference between two snapshots is reported
+    if frames:
+        tracemalloc.start(frames)  # after the imports: only the difference between two snapshots is reported
     config = uvicorn.Config(app, host="127.0.0.1", port=port, loop="uvloop", ws="websockets-sansio",
                             ws_ping_interval=None, log_level="warning", access_log=False, backlog=4096,
                             ws_max_size=1048576, lifespan="on")
     server = uvicorn.Server(config)
-    state: dict[str, Any] = {}
+    state: dict[str, Any] = {"gc": [[0, 0.0], [0, 0.0], [0, 0.0]], "t0": 0.0}
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:  # the time each generation's collections take
+        if phase == "start":
+            state["t0"] = time.perf_counter()
+        else:
+            entry = state["gc"][info["generation"]]
+            entry[0] += 1
+            entry[1] += time.perf_counter() - state["t0"]
 
     def baseline() -> None:
         gc.collect()
-        state["snap"] = tracemalloc.take_snapshot()
+        state["snap"] = tracemalloc.take_snapshot() if frames else None
+        state["gc"] = [[0, 0.0], [0, 0.0], [0, 0.0]]
+        gc.callbacks.append(on_gc)
         state["types"] = _types()
         state["sizes"] = _type_sizes()
         out.with_suffix(".base").write_text("ok")
 
     def diff() -> None:
-        gc.collect()
+        gc.callbacks.remove(on_gc)
+        collections_while_opening = state["gc"]
+        timings = []
+        for _ in range(3):
+            t = time.perf_counter()
+            gc.collect()
+            timings.append(time.perf_counter() - t)
+        tracked = len(gc.get_objects())
+        gc.freeze()  # what an application would do after start-up (or after its connections opened)
+        frozen = []
+        for _ in range(3):
+            t = time.perf_counter()
+            gc.collect()
+            frozen.append(time.perf_counter() - t)
+        gc.unfreeze()
+        collector = {"while_opening": collections_while_opening, "tracked_objects": tracked,
+                     "full_collection_s": min(timings), "full_collection_frozen_s": min(frozen),
+                     "threshold": gc.get_threshold()}
+        if not frames:
+            out.write_text(json.dumps({"gc": collector, "own": [], "lines": [], "files": [], "types": {}}))
+            return
         snap = tracemalloc.take_snapshot()
         types = _types()
         sizes = _type_sizes()
@@ -87,6 +125,7 @@ def serve(module: str, port: int, out: Path, frames: int) -> None:
                     own[f"{frame.filename}:{frame.lineno}"][1] += stat.count_diff
                     break
         result = {
+            "gc": collector,
             "own": [(site, size, count) for site, (size, count) in own.items()],
             "lines": [(str(s.traceback[0]), s.size_diff, s.count_diff) for s in by_line if s.size_diff > 0],
             "files": [(s.traceback[0].filename, s.size_diff, s.count_diff) for s in by_file if s.size_diff > 0],
@@ -145,7 +184,7 @@ def _port() -> int:
 
 
 def measure(server: str, conns: int, *, concurrency: int = 50, settle: float = 2.0, frames: int = 30,
-            env: dict[str, str] | None = None) -> dict[str, Any]:
+            gc_threshold: str | None = None) -> dict[str, Any]:
     """Start the server, open ``conns`` idle connections, return the per-connection allocation figures."""
     import tempfile
 
@@ -153,8 +192,9 @@ def measure(server: str, conns: int, *, concurrency: int = 50, settle: float = 2
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "diff.json"
         proc = subprocess.Popen([sys.executable, "-m", "benchmarks.idle_memory", "--serve", SERVERS[server],
-                                 "--port", str(port), "--out", str(out), "--frames", str(frames)],
-                                cwd=BENCH_DIR.parent, env={**os.environ, **(env or {})})
+                                 "--port", str(port), "--out", str(out), "--frames", str(frames),
+                                 *(["--gc-threshold", gc_threshold] if gc_threshold else [])],
+                                cwd=BENCH_DIR.parent)
         try:
             import socket
 
@@ -192,7 +232,8 @@ def measure(server: str, conns: int, *, concurrency: int = 50, settle: float = 2
                 proc.kill()
     total = sum(size for _, size, _ in raw["files"])
     own = sum(size for _, size, _ in raw["own"])
-    return {"server": server, "conns": conns, "bytes_per_conn": total / conns, "own_bytes_per_conn": own / conns,
+    return {"server": server, "conns": conns, "gc": raw["gc"], "bytes_per_conn": total / conns,
+            "own_bytes_per_conn": own / conns,
             "own": sorted(raw["own"], key=lambda r: -r[1]),
             "files": sorted(raw["files"], key=lambda r: -r[1]), "lines": sorted(raw["lines"], key=lambda r: -r[1]),
             "types": raw["types"]}
@@ -210,6 +251,13 @@ def report(result: dict[str, Any], top: int) -> str:
     lines = [f"{result['server']}: {n} idle connections, {result['bytes_per_conn']:,.0f} B traced per connection, "
              f"{result['own_bytes_per_conn']:,.0f} B of them allocated by starlette_realtime's code (with --frames "
              "deep enough, what it asked the standard library for too)"]
+    g = result["gc"]
+    (n0, t0), (n1, t1), (n2, t2) = g["while_opening"]
+    lines.append(f"collector (threshold {tuple(g['threshold'])}): while opening, {n0} / {n1} / {n2} collections of "
+                 f"generations 0 / 1 / 2 taking {t0 * 1e3:.0f} / {t1 * 1e3:.0f} / {t2 * 1e3:.0f} ms; "
+                 f"{g['tracked_objects']:,} objects tracked ({g['tracked_objects'] / n:.0f} per connection); a full "
+                 f"collection {g['full_collection_s'] * 1e3:.1f} ms, after gc.freeze() "
+                 f"{g['full_collection_frozen_s'] * 1e3:.1f} ms")
     if result["own"]:
         lines.append("\nstarlette_realtime's own, by its innermost line (B / blocks per connection):")
         for site, size, count in result["own"][:top]:
@@ -236,17 +284,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--conns", type=int, default=3000)
     p.add_argument("--concurrency", type=int, default=50, help="handshakes in flight")
     p.add_argument("--settle", type=float, default=2.0, help="seconds between the last CONNECTED and the snapshot")
-    p.add_argument("--frames", type=int, default=30, help="traceback depth of tracemalloc")
+    p.add_argument("--frames", type=int, default=30,
+                   help="traceback depth of tracemalloc; 0: no tracemalloc (the collector's figures only)")
     p.add_argument("--top", type=int, default=25)
+    p.add_argument("--gc-threshold", help="gc.set_threshold() in the server, e.g. 50000,20,100")
     p.add_argument("--json", type=Path, help="also write the figures here")
     p.add_argument("--serve", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.serve:
-        serve(args.serve, args.port, args.out, args.frames)
+        serve(args.serve, args.port, args.out, args.frames, args.gc_threshold)
         return 0
-    result = measure(args.server, args.conns, concurrency=args.concurrency, settle=args.settle, frames=args.frames)
+    result = measure(args.server, args.conns, concurrency=args.concurrency, settle=args.settle, frames=args.frames,
+                     gc_threshold=args.gc_threshold)
     print(report(result, args.top))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
