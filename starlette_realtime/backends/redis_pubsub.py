@@ -24,6 +24,7 @@ import anyio
 import anyio.abc
 import msgspec
 
+from ..exceptions import BackendUnavailable
 from .redis_channels import Channels, LinkLost, PlainChannels
 from .redis_rooms import RoomOrder, RoomSub
 from .redis_wire import HEARTBEAT, REPLY, decode_message
@@ -240,7 +241,13 @@ class RedisSubscriber:
                 await channels.barrier()
             fresh = [self.rooms[ch] for ch in adds if ch in self.rooms and self.rooms[ch].epoch is None]
             if fresh:
-                await self._position(fresh)
+                try:
+                    await self._position(fresh)
+                except BackendUnavailable as exc:
+                    # Slow is not down (a storm of queued commands): the session's own
+                    # checks decide that.  These rooms take their position from their
+                    # first message instead.
+                    logger.debug("positions of %d new rooms not read: %s", len(fresh), exc)
             for fut in waiters:
                 if not fut.done():
                     fut.set_result(None)
@@ -298,8 +305,6 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 
 def _is_outage(exc: BaseException) -> bool:
     from redis import exceptions as rx
-
-    from ..exceptions import BackendUnavailable
 
     # A Redis Cluster in the middle of a failover answers MOVED, TRYAGAIN or
     # CLUSTERDOWN: an outage too, over once the new master took the slots.
