@@ -108,7 +108,7 @@ def decode_payload(body: bytes) -> list[Packet]:
         if part[:1] == "b":
             try:
                 packets.append(Packet(PacketType.MESSAGE, base64.b64decode(part[1:], validate=True)))
-            except binascii.Error:
+            except (binascii.Error, ValueError):  # ValueError: a character that is not ASCII
                 raise ProtocolError("bad base64 in a binary polling packet") from None
         else:
             packets.append(decode_ws(part, None))

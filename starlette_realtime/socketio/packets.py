@@ -25,6 +25,7 @@ from typing import Any, Final
 import msgspec
 
 from ..exceptions import ProtocolError
+from ..limits import MAX_NESTING, nesting_exceeds
 
 #: Largest ack id accepted (JavaScript clients count up from 0; 31 bits as on our own wire).
 MAX_ACK_ID: Final = 2**31 - 1
@@ -199,8 +200,12 @@ def decode(text: str) -> Packet | Partial:
     ptype, expected, nsp, ack_id, pos = head.type, head.attachments, head.nsp, head.id, head.end
     data: Any = None
     if pos < len(text):
+        body = text[pos:]
+        # Checked before decoding, as on protocol v1: one answer for every depth, never the stack's.
+        if nesting_exceeds(body.encode(), MAX_NESTING + 1, binary=False):
+            raise ProtocolError(f"Socket.IO payload nested deeper than {MAX_NESTING} levels")
         try:
-            data = _json_decoder.decode(text[pos:])
+            data = _json_decoder.decode(body)
         except (msgspec.DecodeError, RecursionError):
             raise ProtocolError("invalid Socket.IO payload") from None
     packet = Packet(ptype, nsp, data, ack_id)
