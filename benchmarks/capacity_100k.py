@@ -11,10 +11,11 @@ handshakes in flight each, retrying a retryable CONNECT_ERROR as the real client
 
 Once every connection is open the cluster idles for ``--hold`` seconds (heartbeat every ``--ping-interval``): every
 connection must answer its heartbeats during the hold (at least three per connection: the default 40 s holds four
-intervals) and an echo afterwards. Reported: connections opened and answering, handshakes per second, the server processes' RSS per
-connection (and with Redis's growth), and the **idle CPU** of the cluster: CPU seconds of every node and of Redis
-during the hold, divided by the hold (1.0 = one core busy). Results: benchmarks/results/capacity_100k.json with the
-machine, versions and command (``--smoke``: 200 connections on 2 nodes, results/tmp/).
+intervals) and an echo afterwards. Reported: connections opened and answering, handshakes per second, the server
+processes' RSS per connection (and with Redis's growth), and the **idle CPU** of the cluster: CPU seconds of every
+node and of Redis during the hold, divided by the hold (1.0 = one core busy). Results:
+benchmarks/results/capacity_100k.json with the machine, versions and command (``--smoke``: 200 connections on 2
+nodes, results/tmp/).
 """
 
 from __future__ import annotations
