@@ -85,6 +85,7 @@ def serve(module: str, port: int, out: Path, frames: int, gc_threshold: str | No
         gc.collect()
         state["snap"] = tracemalloc.take_snapshot() if frames else None
         state["gc"] = [[0, 0.0], [0, 0.0], [0, 0.0]]
+        state["tracked0"] = len(gc.get_objects())
         gc.callbacks.append(on_gc)
         state["types"] = _types()
         state["sizes"] = _type_sizes()
@@ -107,6 +108,7 @@ def serve(module: str, port: int, out: Path, frames: int, gc_threshold: str | No
             frozen.append(time.perf_counter() - t)
         gc.unfreeze()
         collector = {"while_opening": collections_while_opening, "tracked_objects": tracked,
+                     "tracked_at_start": state["tracked0"],
                      "full_collection_s": min(timings), "full_collection_frozen_s": min(frozen),
                      "threshold": gc.get_threshold()}
         if not frames:
@@ -145,7 +147,17 @@ def serve(module: str, port: int, out: Path, frames: int, gc_threshold: str | No
     uvloop.run(main())
 
 
-async def _clients(server: str, port: int, conns: int, concurrency: int, hold: asyncio.Event) -> list[Any]:
+async def _answer_pings(ws: Any) -> None:
+    """Ours PINGs every 25 s and closes a socket that does not answer: answer as a client does."""
+    try:
+        async for message in ws:
+            if message == "[7]":
+                await ws.send("[8]")
+    except Exception:
+        pass
+
+
+async def _clients(server: str, port: int, conns: int, concurrency: int, readers: set[Any]) -> list[Any]:
     from websockets.asyncio.client import connect
 
     url = f"ws://127.0.0.1:{port}{URL_PATH[server]}"
@@ -159,6 +171,8 @@ async def _clients(server: str, port: int, conns: int, concurrency: int, hold: a
                 await ws.send('[1,"/bench",null]')
                 while not str(await ws.recv()).startswith("[2,"):
                     pass
+                task = asyncio.get_running_loop().create_task(_answer_pings(ws))
+                readers.add(task)
             else:
                 ws = await connect(url, ping_interval=None, compression=None)
             opened.append(ws)
@@ -210,19 +224,24 @@ def measure(server: str, conns: int, *, concurrency: int = 50, settle: float = 2
 
             async def drive() -> None:
                 # A few connections first, so that lazy imports and first-use caches are not counted per connection.
-                for ws in await _clients(server, port, 20, concurrency, asyncio.Event()):
+                readers: set[Any] = set()
+                for ws in await _clients(server, port, 20, concurrency, readers):
                     await ws.close()
                 await asyncio.sleep(1.0)
                 os.kill(proc.pid, signal.SIGUSR1)
                 await asyncio.to_thread(_wait_file, out.with_suffix(".base"))
-                opened = await _clients(server, port, conns, concurrency, asyncio.Event())
+                opened = await _clients(server, port, conns, concurrency, readers)
                 await asyncio.sleep(settle)
+                still_open[0] = sum(1 for ws in opened if ws.state.name == "OPEN")
                 os.kill(proc.pid, signal.SIGUSR2)
                 await asyncio.to_thread(_wait_file, out, 120.0)
                 for ws in opened:
                     ws.transport.abort()
 
+            still_open = [0]
             asyncio.run(drive())
+            if still_open[0] != conns:
+                raise RuntimeError(f"only {still_open[0]} of {conns} connections were open at the snapshot")
             raw = json.loads(out.read_text())
         finally:
             proc.terminate()
@@ -255,7 +274,8 @@ def report(result: dict[str, Any], top: int) -> str:
     (n0, t0), (n1, t1), (n2, t2) = g["while_opening"]
     lines.append(f"collector (threshold {tuple(g['threshold'])}): while opening, {n0} / {n1} / {n2} collections of "
                  f"generations 0 / 1 / 2 taking {t0 * 1e3:.0f} / {t1 * 1e3:.0f} / {t2 * 1e3:.0f} ms; "
-                 f"{g['tracked_objects']:,} objects tracked ({g['tracked_objects'] / n:.0f} per connection); a full "
+                 f"{g['tracked_objects']:,} objects tracked ({g['tracked_at_start']:,} before the connections, "
+                 f"{(g['tracked_objects'] - g['tracked_at_start']) / n:.0f} per connection); a full "
                  f"collection {g['full_collection_s'] * 1e3:.1f} ms, after gc.freeze() "
                  f"{g['full_collection_frozen_s'] * 1e3:.1f} ms")
     if result["own"]:
