@@ -20,6 +20,7 @@ from .outbox import Outbox
 from .rooms import room_error, sid_room
 from .wire import Wire
 
+_NO_ROOMS: frozenset[str] = frozenset()
 
 class Socket(Protocol):
     """What a connection needs of its WebSocket (a :class:`~starlette_realtime.link.Link`)."""
@@ -136,8 +137,9 @@ class Connection:
         self.data: dict[str, Any] = {}
         self.recovered = False
         self.state = ConnectionState.CONNECTING
-        #: Application rooms this connection is in.
-        self.rooms: set[str] = set()
+        #: Application rooms this connection is in: immutable, replaced on each join and leave,
+        #: so that a connection in no room shares one empty frozenset (an empty set costs 216 B).
+        self.rooms: frozenset[str] = _NO_ROOMS
         #: Every stream this connection receives (rooms, ``#all``, ``#sid:...``) with the
         #: stream's position when it joined, for recovery.
         self.joined: dict[str, Position | None] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 from typing import Any, Protocol
 
 import msgspec
@@ -28,7 +29,10 @@ class Receiver(Protocol):
     """What the hub needs of a connection (a :class:`~starlette_realtime.connection.Connection`)."""
 
     sid: str
-    rooms: set[str]
+
+    @property
+    def rooms(self) -> AbstractSet[str]:
+        """The application rooms it is in (read only here)."""
     #: While connecting or recovering, live publications wait here instead of being sent.
     buffer: list[Publication] | None
     codec: Wire

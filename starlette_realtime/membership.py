@@ -89,7 +89,7 @@ class Membership:
         """
         if len(conn.rooms) >= self.limits.max_rooms:
             raise LimitExceeded(f"at most {self.limits.max_rooms} rooms per connection")
-        conn.rooms.add(room)
+        conn.rooms = conn.rooms | {room}
         await self.add_stream(conn, room)
         if self.on_change is not None:
             await self.on_change(conn)
@@ -97,7 +97,7 @@ class Membership:
 
     async def leave(self, conn: Connection, room: str) -> None:
         """Remove ``conn`` from ``room``, then call ``on_leave``."""
-        conn.rooms.discard(room)
+        conn.rooms = conn.rooms - {room}
         await self.remove_stream(conn, room)
         if self.on_change is not None and conn.state is ConnectionState.OPEN:
             await self.on_change(conn)
@@ -111,7 +111,7 @@ class Membership:
                 await self.remove_stream(conn, stream)
             except Exception:
                 logger.exception("unsubscribe from %r failed (sid=%s namespace=%s)", stream, conn.sid, conn.namespace)
-        conn.rooms.clear()
+        conn.rooms = frozenset()
         for room in rooms:
             try:
                 await conn.endpoint.on_leave(conn, room)

@@ -110,7 +110,7 @@ class Recovery:
         for stream in (ALL_ROOM, sid_room(conn.sid)):
             await self.membership.add_stream(conn, stream)
         for room in rooms:
-            conn.rooms.add(room)
+            conn.rooms = conn.rooms | {room}
             await self.membership.add_stream(conn, room)
 
         replay: list[Publication] = []

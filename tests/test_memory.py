@@ -20,8 +20,9 @@ from conftest import serve
 from starlette.applications import Starlette
 from websockets.asyncio.client import ClientConnection, connect
 
-from starlette_realtime import RealtimeEndpoint, RealtimeRouter
+from starlette_realtime import Connection, RealtimeEndpoint, RealtimeRouter, on_event
 from starlette_realtime.session import _Live
+from starlette_realtime.testing import RealtimeTester
 
 LIBRARY = f"{os.sep}starlette_realtime{os.sep}"
 CLIENT = f"{LIBRARY}client{os.sep}"
@@ -107,3 +108,41 @@ async def test_live_session_makes_no_event_until_waited_for() -> None:
         await live2.wait_closed()  # already closed: returns at once, still without an event
     assert live2._closed is None
 
+
+
+class RoomsApp(RealtimeEndpoint):
+    namespace = "/r"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conns: list[Connection] = []
+
+    async def on_connect(self, conn: Connection) -> None:
+        self.conns.append(conn)
+
+    @on_event("join")
+    async def join(self, conn: Connection, room: str) -> list[str]:
+        await conn.join(room)
+        return sorted(conn.rooms)
+
+    @on_event("leave")
+    async def leave(self, conn: Connection, room: str) -> list[str]:
+        await conn.leave(room)
+        return sorted(conn.rooms)
+
+
+@pytest.mark.anyio
+async def test_a_connection_in_no_room_shares_one_empty_frozenset() -> None:
+    endpoint = RoomsApp()
+    realtime = RealtimeRouter([endpoint])
+    with anyio.fail_after(10):
+        async with RealtimeTester(realtime) as tester:
+            alice = await tester.connect("/r")
+            bob = await tester.connect("/r")
+            a, b = endpoint.conns
+            assert a.rooms == frozenset() and a.rooms is b.rooms  # no set per connection
+            assert await alice.call("join", "x") == ["x"]
+            assert await alice.call("join", "y") == ["x", "y"]
+            assert await alice.call("leave", "x") == ["y"]
+            assert b.rooms == frozenset() and isinstance(a.rooms, frozenset)
+            await bob.disconnect()
