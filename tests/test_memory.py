@@ -27,9 +27,10 @@ from starlette_realtime.testing import RealtimeTester
 LIBRARY = f"{os.sep}starlette_realtime{os.sep}"
 CLIENT = f"{LIBRARY}client{os.sep}"
 CONNS = 200
-#: Measured ~8,700 B here (asyncio loop, websockets-sansio) after issue 14's cut (the live session's event made only
-#: when waited for: ~900 B less); ~2,600 B of it is uvicorn answering our accept() and receive() calls, ~1,900 B
-#: anyio's task group and the reader's cancel scope (sets, scopes).  The bound catches a new per-connection structure.
+#: Measured ~8,600 B here (asyncio loop, websockets-sansio) after issue 14's cuts (the live session's event made
+#: only when waited for, ~900 B; no empty rooms set, 216 B); ~2,600 B of it is uvicorn answering our accept() and
+#: receive() calls, ~1,900 B anyio's task group and the reader's cancel scope.  The bound catches a new
+#: per-connection structure (docs/benchmarks.md, "Memory per connection").
 OWN_BYTES_PER_CONN = 9_400
 
 
