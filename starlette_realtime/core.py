@@ -325,11 +325,11 @@ class SessionCore:
     def next_visit(self) -> float:
         """When :meth:`tick` may next have something to do (the next PING, a PING's deadline,
         the CONNECT deadline)."""
+        due = self.last_ping + self.ping_interval
         ping_sent = self.ping_sent
         if ping_sent is not None and self.last_received < ping_sent:
-            due = ping_sent + self.ping_timeout
-        else:
-            due = self.last_ping + self.ping_interval
+            # Unanswered so far: its deadline, or the next PING's time if the PONG comes first.
+            due = min(due, ping_sent + self.ping_timeout)
         deadline = self._connect_deadline
         return due if deadline is None or deadline > due else deadline
 

@@ -279,3 +279,13 @@ def test_connect_deadline_stops_once_open_and_rearms_when_empty() -> None:
     assert core.tick(62.9) is None
     close = core.tick(63.0)
     assert isinstance(close, Close) and close.code == status.WS_4007_CONNECT_TIMEOUT
+
+
+def test_next_visit_is_the_next_ping_once_answered_even_with_a_longer_timeout() -> None:
+    core = opened(ping_interval=1.0, ping_timeout=5.0, connect_timeout=1000.0)
+    assert core.next_visit() == 1.0
+    assert isinstance(core.tick(1.0), Send)  # PING at 1.0
+    assert core.next_visit() == 2.0  # not 6.0 (the deadline): the PONG may come first
+    core.message_in(2, 1.5, 100)  # the PONG
+    assert core.next_visit() == 2.0
+    assert isinstance(core.tick(2.0), Send)
