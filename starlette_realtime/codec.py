@@ -80,7 +80,20 @@ class Codec:
             return self.decode(data)
         if text is None:
             raise ProtocolError("binary frame on a text (JSON) connection")
-        return self.decode(text.encode())
+        # The hot path: msgspec decodes the str itself; the depth check encodes only a message
+        # with enough brackets to be too deep.
+        if text.count("[") + text.count("{") > _FRAME_DEPTH and nesting_exceeds(
+            text.encode(), _FRAME_DEPTH, binary=False
+        ):
+            raise ProtocolError(f"frame nested too deeply (a payload over {MAX_NESTING} levels)")
+        try:
+            return self._client_decoder.decode(text)  # type: ignore[no-any-return]
+        except msgspec.ValidationError as exc:
+            raise ProtocolError(f"invalid frame: {exc}") from None
+        except msgspec.DecodeError as exc:
+            raise ProtocolError(f"undecodable frame: {exc}") from None
+        except RecursionError:
+            raise ProtocolError("frame nested too deeply") from None
 
     def publication(self, pub: Publication, data: msgspec.Raw | None = None) -> tuple[dict[str, Any], int]:
         """Encode a room publication as an EVENT frame, as a shareable ASGI message and its size."""
@@ -139,6 +152,10 @@ class Codec:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+#: The deepest a client frame may nest: its payload sits one level inside the frame's array.
+_FRAME_DEPTH: Final = MAX_NESTING + 1
 
 
 def _wrap_decode(fn: Callable[[bytes], Any], data: bytes, binary: bool) -> Any:

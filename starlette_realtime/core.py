@@ -220,14 +220,13 @@ class SessionCore:
             refused = None  # no limit at all: the common case, without a call
         else:
             refused = self.charge("", None, None, now)
-        if isinstance(refused, Close):
-            return refused
-        name = "" if reauth else frame.event
         if refused is not None:
-            return self._answer(ns, name, ack_id, status.RATE_LIMITED, refused)
+            if isinstance(refused, Close):
+                return refused
+            return self._answer(ns, "" if reauth else frame.event, ack_id, status.RATE_LIMITED, refused)
         too_big = self.limits.payload_error(frame.data, binary=self.binary)
         if too_big is not None:
-            return self._answer(ns, name, ack_id, status.LIMIT_EXCEEDED, too_big)
+            return self._answer(ns, "" if reauth else frame.event, ack_id, status.LIMIT_EXCEEDED, too_big)
         if window is not None:
             window.started(ack_id)  # type: ignore[arg-type]
         return Dispatch(frame, reauth)

@@ -215,7 +215,8 @@ class Link(Supervision):
                     size = len(data)
                 metrics.message_in(size)
                 now = clock()
-                if core.message_in(size, now, max_size) is not None:
+                core.last_received = now
+                if size > max_size and core.message_in(size, now, max_size) is not None:
                     self.close_with = (status.WS_1009_MESSAGE_TOO_BIG, "message too big")
                     self._log_close("message too big")
                     return

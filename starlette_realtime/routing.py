@@ -158,7 +158,7 @@ class RealtimeRouter(ClusterOperations):
         )
         self.recovery = Recovery(self.backend, self.sessions, self.signer, self.membership, self.hub, self.metrics)
         self.lifecycle = Lifecycle(
-            config=self.config, metrics=self.metrics, node_id=self.node_id, clock=self._now,
+            config=self.config, metrics=self.metrics, node_id=self.node_id, clock=self.clock,
             endpoints=self.endpoints, membership=self.membership, recovery=self.recovery,
             sessions=self.sessions, publisher=self.publisher,
         )
