@@ -88,12 +88,8 @@ class Codec:
             raise ProtocolError(f"frame nested too deeply (a payload over {MAX_NESTING} levels)")
         try:
             return self._client_decoder.decode(text)  # type: ignore[no-any-return]
-        except msgspec.ValidationError as exc:
-            raise ProtocolError(f"invalid frame: {exc}") from None
-        except msgspec.DecodeError as exc:
-            raise ProtocolError(f"undecodable frame: {exc}") from None
-        except RecursionError:
-            raise ProtocolError("frame nested too deeply") from None
+        except (msgspec.DecodeError, RecursionError) as exc:  # ValidationError is a DecodeError
+            raise _frame_error(exc) from None
 
     def publication(self, pub: Publication, data: msgspec.Raw | None = None) -> tuple[dict[str, Any], int]:
         """Encode a room publication as an EVENT frame, as a shareable ASGI message and its size."""
@@ -165,13 +161,18 @@ def _wrap_decode(fn: Callable[[bytes], Any], data: bytes, binary: bool) -> Any:
         raise ProtocolError(f"frame nested too deeply (a payload over {MAX_NESTING} levels)")
     try:
         return fn(data)
-    except msgspec.ValidationError as exc:
-        raise ProtocolError(f"invalid frame: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise ProtocolError(f"undecodable frame: {exc}") from None
-    except RecursionError:
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise _frame_error(exc) from None
+
+
+def _frame_error(exc: Exception) -> ProtocolError:
+    """The protocol error for a message msgspec could not decode into a frame."""
+    if isinstance(exc, msgspec.ValidationError):
+        return ProtocolError(f"invalid frame: {exc}")
+    if isinstance(exc, RecursionError):
         # Only with a recursion limit lowered far below the default: msgspec raises this, not DecodeError.
-        raise ProtocolError("frame nested too deeply") from None
+        return ProtocolError("frame nested too deeply")
+    return ProtocolError(f"undecodable frame: {exc}")
 
 
 class JsonCodec(Codec):
