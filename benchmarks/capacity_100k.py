@@ -21,7 +21,6 @@ nodes, results/tmp/).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -29,6 +28,7 @@ import time
 from typing import Any
 
 from . import harness as h
+from .capacity_cluster import write_results
 
 
 def _redis_pids(redis: Any) -> list[int]:
@@ -175,19 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         f"(ping every {args.ping_interval:g} s, hold {args.hold:g} s)",
     ])
     print(table, flush=True)
-    path = h.TMP_DIR / "capacity_100k-smoke.json" if args.smoke else h.RESULTS_DIR / "capacity_100k.json"
-    if args.out:
-        path = h.Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"workload": "capacity_100k", "smoke": args.smoke, "started": started,
-                                "seconds": time.time() - started, "argv": sys.argv[1:] if argv is None else argv,
-                                "config": vars(args), "env": h.versions(), "uvicorn_args": h.uvicorn_args(),
-                                "result": r, "table": table, "failures": failures}, indent=1, default=str))
-    print(f"\nresults: {path}")
-    if failures:
-        print("FAILURES:\n  " + "\n  ".join(failures), file=sys.stderr)
-        return 1
-    return 0
+    return write_results("capacity_100k", args, argv, started, r, table, failures)
 
 
 if __name__ == "__main__":

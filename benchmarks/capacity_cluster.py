@@ -168,14 +168,22 @@ def main(argv: list[str] | None = None) -> int:
                  f"{r['retried']:,}, Redis RSS growth {r['redis_rss_growth_kib'] / 1024:.1f} MiB")
     table = "\n".join(lines)
     print(table, flush=True)
-    path = (h.TMP_DIR / "capacity_cluster-smoke.json" if args.smoke else h.RESULTS_DIR / "capacity_cluster.json")
+    return write_results("capacity_cluster", args, argv, started, r, table, failures)
+
+
+def write_results(
+    workload: str, args: argparse.Namespace, argv: list[str] | None, started: float, result: dict[str, Any],
+    table: str, failures: list[str],
+) -> int:
+    """Write a run's JSON (machine, versions, command, result) and report its failures; the exit status."""
+    path = h.TMP_DIR / f"{workload}-smoke.json" if args.smoke else h.RESULTS_DIR / f"{workload}.json"
     if args.out:
         path = h.Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"workload": "capacity_cluster", "smoke": args.smoke, "started": started,
+    path.write_text(json.dumps({"workload": workload, "smoke": args.smoke, "started": started,
                                 "seconds": time.time() - started, "argv": sys.argv[1:] if argv is None else argv,
                                 "config": vars(args), "env": h.versions(), "uvicorn_args": h.uvicorn_args(),
-                                "result": r, "table": table, "failures": failures}, indent=1, default=str))
+                                "result": result, "table": table, "failures": failures}, indent=1, default=str))
     print(f"\nresults: {path}")
     if failures:
         print("FAILURES:\n  " + "\n  ".join(failures), file=sys.stderr)
