@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hold", type=float, default=40.0, help="seconds the connections idle (>= 4 ping intervals)")
     p.add_argument("--ping-interval", type=float, default=10.0)
     p.add_argument("--ping-timeout", type=float, default=20.0)
-    p.add_argument("--retries", type=int, default=5)
+    p.add_argument("--retries", type=int, default=10,
+                   help="attempts again after a retryable refusal (real clients retry without limit)")
     p.add_argument("--conns-per-proc", type=int, default=8334)
     p.add_argument("--concurrency", type=int, default=16, help="handshakes in flight per client process")
     p.add_argument("--connect-timeout", type=float, default=900.0)

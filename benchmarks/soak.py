@@ -2,8 +2,10 @@
 
     python -m benchmarks.soak [--backends memory,redis] [--minutes 20] [--slots 2000] [--churn 50] [--plot PATH]
     python -m benchmarks.soak --smoke          # about 25 s per backend, correctness only (benchmarks/test_smoke.py)
+    python -m benchmarks.soak --parallel       # the backends side by side, one child process each
 
-Not part of CI, and not for a shared machine: the full run takes 2 x 20 minutes and two cores.
+Not part of CI, and not for a shared machine: the full run takes 2 x 20 minutes and two cores (``--parallel``: 20
+minutes, the two servers and their loads sharing the cores).
 
 One uvicorn process of benchmarks/servers/soak_app.py (ours) per backend; ``--slots`` clients in this process over
 raw WebSockets (the rt.v1.json protocol of docs/protocol.md, so the load does not depend on our client library).
@@ -555,6 +557,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default=None)
     p.add_argument("--plot", default=None, help="write the figure here (e.g. docs/img/soak.png)")
     p.add_argument("--smoke", action="store_true", help="a short run that checks correctness only")
+    p.add_argument("--parallel", action="store_true",
+                   help="run the backends side by side, each in a process of its own (2 x 20 minutes in 20)")
     args = p.parse_args(argv)
     if args.smoke:
         args.minutes, args.slots, args.churn, args.rooms = 0.25, 40, 8, 5
@@ -566,10 +570,40 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def run_parallel(args: argparse.Namespace, argv: list[str]) -> list[dict[str, Any]]:
+    """Each backend's soak in a child process of its own, started together; their results in order."""
+    # Only the options a child must not inherit are dropped; the rest pass through as given.
+    rest, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--parallel",):
+            pass
+        elif arg in ("--backends", "--out", "--plot"):
+            skip = True
+        elif not arg.startswith(("--backends=", "--out=", "--plot=")):
+            rest.append(arg)
+    tmp = Path(tempfile.mkdtemp(prefix="soak-"))
+    children = []
+    for backend in [b for b in args.backends.split(",") if b]:
+        out = tmp / f"{backend}.json"
+        cmd = [sys.executable, "-m", "benchmarks.soak", *rest, "--backends", backend, "--out", str(out)]
+        children.append((out, subprocess.Popen(cmd, cwd=REPO)))
+    results = []
+    for out, child in children:
+        child.wait()
+        if out.exists():
+            results.extend(json.loads(out.read_text())["results"])
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.time()
-    results = [asyncio.run(soak(args, backend)) for backend in args.backends.split(",") if backend]
+    if args.parallel:
+        results = run_parallel(args, sys.argv[1:] if argv is None else argv)
+    else:
+        results = [asyncio.run(soak(args, backend)) for backend in args.backends.split(",") if backend]
     out = Path(args.out) if args.out else (RESULTS / "tmp" / "soak-smoke.json" if args.smoke else RESULTS / "soak.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     record = {"argv": sys.argv[1:] if argv is None else argv, "config": vars(args), "started": started,
@@ -592,6 +626,10 @@ def main(argv: list[str] | None = None) -> int:
         for line in c["problems"][:10] + c["server_errors"][:10]:
             print("  " + line)
     print(f"results: {out}")
+    wanted = [b for b in args.backends.split(",") if b]
+    if [res["backend"] for res in results] != wanted:
+        print(f"results for {[res['backend'] for res in results]}, expected {wanted}", file=sys.stderr)
+        return 1
     return 0 if all(res["ok"] for res in results) else 1
 
 

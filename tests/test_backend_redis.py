@@ -7,6 +7,7 @@ link is back within about a second of Redis answering again.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
@@ -27,6 +28,7 @@ from starlette_realtime.backends.base import Publication
 from starlette_realtime.backends.presence_redis import RedisPresence
 from starlette_realtime.backends.redis import RedisBackend
 from starlette_realtime.backends.redis_rooms import RoomOrder, RoomSub
+from starlette_realtime.backends.redis_sessions import TOUCH_BATCH
 from starlette_realtime.cluster import ControlReply, ControlRequest
 from starlette_realtime.presence_tracker import Tracker
 
@@ -467,3 +469,29 @@ async def test_a_storm_of_commands_waits_for_a_connection_instead_of_failing(nod
             for i in range(600):
                 tg.start_soon(node.backend.save_session, f"storm{i}", b"x", 10.0)
         assert await node.backend.take_session("storm599") == b"x"
+
+
+async def test_touch_sessions_refreshes_every_session_in_batches(server: RedisServer, nodes: Any) -> None:
+    # A node refreshes all of its live sessions at once; more of them than one pipeline holds
+    # are sent in TOUCH_BATCH chunks, each within command_timeout, and every one is refreshed.
+    node = await nodes()
+    be = node.backend
+    keys = [f"/:s{i}" for i in range(2 * TOUCH_BATCH + 5)]
+    with anyio.fail_after(20):
+        for start in range(0, len(keys), 500):
+            await asyncio.gather(*(
+                be.put_session(k, b"\x90", 5.0, owner="o", create=True) for k in keys[start : start + 500]
+            ))
+        real, sent = be.command, []
+
+        async def counted(aw: Any) -> Any:
+            sent.append(aw)
+            return await real(aw)
+
+        be.command = counted  # type: ignore[method-assign]
+        await be.touch_sessions(keys, 600.0)
+        be.command = real  # type: ignore[method-assign]
+    assert len(sent) == 3  # 2,005 keys: two full pipelines and one of five
+    probe = sync_redis.Redis(port=server.port)
+    ttls = [probe.pttl(be.names.session(k)) for k in keys]
+    assert min(ttls) > 500_000, sorted(ttls)[:5]

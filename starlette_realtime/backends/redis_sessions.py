@@ -75,19 +75,24 @@ class RedisSessions:
         return None, reply[0] == 1
 
     async def touch_sessions(self, keys: Sequence[str], ttl: float) -> None:
-        """Push back the expiry of live sessions (one pipeline, split by node on a cluster).
+        """Push back the expiry of live sessions (pipelines of ``TOUCH_BATCH``, split by node on a cluster).
 
         Raises:
             BackendUnavailable: Redis is down.
         """
-        if not keys:
-            return
         ms = max(1, int(ttl * 1000))
-        pipe = self.redis.pipeline(transaction=False)
-        for key in keys:
-            pipe.pexpire(self.names.session(key), ms)
-        await self.command(pipe.execute())
+        # A node refreshes every session it holds at once (16,000 and more in a process): one
+        # pipeline of them all takes seconds to build, send and parse on a busy node and would
+        # miss command_timeout, leaving every session to expire.  Chunks each get their own.
+        for start in range(0, len(keys), TOUCH_BATCH):
+            pipe = self.redis.pipeline(transaction=False)
+            for key in keys[start : start + TOUCH_BATCH]:
+                pipe.pexpire(self.names.session(key), ms)
+            await self.command(pipe.execute())
 
+
+#: Live sessions whose expiry one pipeline pushes back.
+TOUCH_BATCH = 1000
 
 #: Marks a live session's value written by put_session: the owner, NUL, then the state (a
 #: MessagePack array never starts with 0xFF).
