@@ -1,19 +1,20 @@
 """100,000 idle connections on this machine: several processes of ours on Redis (issue 15, item 5).
 
-    python -m benchmarks.capacity_100k [--conns 100000] [--nodes 6] [--hold 40] [--ping-interval 10]
+    python -m benchmarks.capacity_100k [--conns 100000] [--nodes 6] [--hold 100] [--ping-interval 25]
                                        [--redis redis|cluster] [--smoke]
 
 One process here may hold at most 20,000 open files, so ``--nodes`` uvicorn processes of servers/ours.py share the
 connections (100,000 over 6: 16,667 each), each on its own port, all on one redis-server of our own
 (``--redis cluster``: on a local Redis Cluster of three masters and three replicas, through ``redis+cluster://``).
 The load comes from client processes of the harness (picows on uvloop), each from its own 127.0.0.x address, 16
-handshakes in flight each, retrying a retryable CONNECT_ERROR as the real clients do.
+handshakes in flight each, retrying a retryable CONNECT_ERROR (up to ``--retries`` times, with backoff) as the real
+clients do.
 
 Once every connection is open the cluster idles for ``--hold`` seconds (heartbeat every ``--ping-interval``): every
-connection must answer its heartbeats during the hold (at least three per connection: the default 40 s holds four
-intervals) and an echo afterwards. Reported: connections opened and answering, handshakes per second, the server
-processes' RSS per connection (and with Redis's growth), and the **idle CPU** of the cluster: CPU seconds of every
-node and of Redis during the hold, divided by the hold (1.0 = one core busy). Results:
+connection must answer its heartbeats during the hold (at least three per connection: the default 100 s holds four
+of the library's default 25 s intervals) and an echo afterwards. Reported: connections opened and answering,
+handshakes per second, the server processes' RSS per connection (and with Redis's growth), and the **idle CPU** of
+the cluster: CPU seconds of every node and of Redis during the hold, divided by the hold (1.0 = one core busy). Results:
 benchmarks/results/capacity_100k.json with the machine, versions and command (``--smoke``: 200 connections on 2
 nodes, results/tmp/).
 """
@@ -121,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--conns", type=int, default=100_000)
     p.add_argument("--nodes", type=int, default=6, help="uvicorn processes of ours (each at most ~19,900 conns)")
     p.add_argument("--redis", choices=["redis", "cluster"], default="redis", help="one redis-server or a local cluster")
-    p.add_argument("--hold", type=float, default=40.0, help="seconds the connections idle (>= 4 ping intervals)")
-    p.add_argument("--ping-interval", type=float, default=10.0)
+    p.add_argument("--hold", type=float, default=100.0, help="seconds the connections idle (>= 4 ping intervals)")
+    p.add_argument("--ping-interval", type=float, default=25.0, help="the heartbeat (the library's default)")
     p.add_argument("--ping-timeout", type=float, default=20.0)
     p.add_argument("--retries", type=int, default=10,
                    help="attempts again after a retryable refusal (real clients retry without limit)")
