@@ -106,6 +106,7 @@ class Connection:
         "buffer",
         "codec",
         "data",
+        "early",
         "endpoint",
         "expires_at",
         "joined",
@@ -145,6 +146,9 @@ class Connection:
         self.joined: dict[str, Position | None] = {}
         #: While connecting or recovering, live publications wait here.
         self.buffer: list[Publication] | None = None
+        #: Events emitted to this client while it was connecting (in ``on_connect``): sent
+        #: right after CONNECTED, in order.
+        self.early: list[tuple[str, Any, bool]] | None = None
         self.expires_at: float | None = None
 
     # Rooms -----------------------------------------------------------------
@@ -193,11 +197,22 @@ class Connection:
     async def emit(self, event: str, data: Any = None, *, volatile: bool = False) -> None:
         """Send an event to this client (through its own stream, so it is recovered too).
 
+        Called while the connection is being established (from ``on_connect``), the event is
+        sent right after the client is told it is connected; it is dropped when the
+        connection is refused.
+
         Raises:
             ConnectionClosed: the connection is closed.
         """
         self._check_open()
         check_event(event)
+        if self.state is ConnectionState.CONNECTING:
+            # From on_connect: the client is not told it is connected yet and this connection
+            # does not receive its own stream yet, so a publication now would reach nobody.
+            if self.early is None:
+                self.early = []
+            self.early.append((event, data, volatile))
+            return
         await self._publisher.publish(
             self.namespace, (sid_room(self.sid),), event, data, volatile=volatile
         )

@@ -16,7 +16,7 @@ from .backends import Backend, History
 from .backends.base import Publication
 from .connection import Connection, ConnectionState
 from .core import DedupWindow
-from .exceptions import BackendUnavailable, Rejected
+from .exceptions import BackendUnavailable, ConnectionClosed, Rejected
 from .frames import Connect, Connected, Event, Position
 from .hub import Hub
 from .identity import user_key
@@ -157,6 +157,14 @@ class Recovery:
         # this point (the backend stores it before it publishes it): keep filtering for a while.
         conn.buffer = _Floors(conn, floors, self.hub) if floors else None
         self.metrics.connection_opened(ns)
+        early, conn.early = conn.early, None
+        for event, data, volatile in early or ():
+            try:
+                await conn.emit(event, data, volatile=volatile)
+            except ConnectionClosed:
+                break
+            except Exception:
+                logger.exception("an event emitted in on_connect could not be sent (sid=%s event=%s)", conn.sid, event)
         for room in rooms:
             await conn.endpoint.on_join(conn, room)
         return window
