@@ -1,7 +1,7 @@
 """Presence: who is online in each room, across every node.
 
 ``class Chat(PresenceMixin, RealtimeEndpoint)`` adds presence to an endpoint.
-A user (``routing.user_key(conn.user)``; anonymous connections are not
+A user (``identity.user_key(conn.user)``; anonymous connections are not
 tracked) is online in a room while at least one of its connections, on any
 node, is in it; the room's members get one ``$presence`` event per transition
 of a user, never one per connection.  A user is online in the namespace while
@@ -30,6 +30,7 @@ from .exceptions import Forbidden
 from .identity import user_key
 from .presence_tracker import GLOBAL_ROOM, MemoryPresence, Tracker
 from .rooms import room_error
+from .validation import enc_hook
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ LIST_EVENT: Final = "$presence.list"
 #: The largest page a client may ask for.
 MAX_PAGE: Final = 1000
 
-_META_ENCODER: Final = msgspec.json.Encoder()
+# enc_hook: metadata may hold (or be) a Pydantic model, as handler return values may.
+_META_ENCODER: Final = msgspec.json.Encoder(enc_hook=enc_hook)
 _META_DECODER: Final = msgspec.json.Decoder(dict[str, Any])
 
 
@@ -239,7 +241,7 @@ class PresenceMixin(RealtimeEndpoint):
         """Whether a user is online: in ``room``, or (without one) connected to this namespace.
 
         Args:
-            user_id: the user's id (``routing.user_key`` of the user object).
+            user_id: the user's id (``identity.user_key`` of the user object).
             room: the room, or ``None`` for the whole namespace.
 
         Returns:

@@ -24,6 +24,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from starlette_realtime import AckError, Connection, RealtimeEndpoint, RealtimeRouter, on_event
 from starlette_realtime.codec import JsonCodec, MsgpackCodec
+from starlette_realtime.presence import PresenceMixin
 from starlette_realtime.testing import RealtimeTester
 from starlette_realtime.validation import PydanticPayload, describe, enc_hook, needs_pydantic
 
@@ -270,3 +271,34 @@ def test_importing_the_package_does_not_import_pydantic() -> None:
         "assert 'pydantic' not in sys.modules, 'pydantic was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
+
+
+class Profile(BaseModel):
+    name: str
+    avatar: str | None = None
+
+
+class Lobby(PresenceMixin, RealtimeEndpoint):
+    namespace = "/lobby"
+
+    async def authenticate(self, conn: Connection) -> Any:
+        return {"id": conn.auth["id"], "name": conn.auth["id"].title()}
+
+    def presence_meta(self, conn: Connection) -> Any:
+        return Profile(name=conn.user["name"])  # a model as the whole metadata
+
+    @on_event("enter")
+    async def enter(self, conn: Connection, room: str) -> None:
+        await conn.join(room)
+
+    @on_event("who")
+    async def who(self, conn: Connection, room: str) -> list[Any]:
+        return [{"user": m.user, "meta": m.meta} for m in await self.presence(room)]
+
+
+async def test_presence_metadata_may_be_a_model() -> None:
+    with anyio.fail_after(10):
+        async with RealtimeTester(RealtimeRouter([Lobby])) as tester:
+            ada = await tester.connect("/lobby", auth={"id": "ada"})
+            await ada.call("enter", "hall")
+            assert await ada.call("who", "hall") == [{"user": "ada", "meta": {"name": "Ada", "avatar": None}}]

@@ -165,7 +165,7 @@ class PresenceChange(msgspec.Struct, array_like=True, frozen=True):
     """A user coming online or going offline in a room, as decided by a presence store.
 
     Attributes:
-        user: the user's id (``routing.user_key``).
+        user: the user's id (``identity.user_key``).
         online: ``True`` for online, ``False`` for offline.
         seq: the room's presence sequence number: it grows with every change of the
             room, across nodes and restarts of the store (it starts from the clock).
