@@ -4,7 +4,9 @@ Every frame is a tagged ``array_like`` Struct: on the wire it is an array whose
 first element is the frame type (an integer).  ``array_like`` frames decode
 about twice as fast as maps and are smaller.  Fields are only ever *appended*
 (with defaults), never reordered: that is how the protocol evolves without a
-version bump.  Trailing fields equal to their default are omitted when encoding.
+version bump.  Decoding accepts a frame whose trailing optional fields are missing;
+msgspec writes every field of an ``array_like`` Struct (``omit_defaults`` only drops
+them from maps), so sent frames carry their trailing ``null``s.
 
 User payloads travel as :class:`msgspec.Raw`: the envelope is decoded first and
 the payload later, by the handler's own typed decoder (or never, when the
