@@ -495,3 +495,20 @@ async def test_touch_sessions_refreshes_every_session_in_batches(server: RedisSe
     probe = sync_redis.Redis(port=server.port)
     ttls = [probe.pttl(be.names.session(k)) for k in keys]
     assert min(ttls) > 500_000, sorted(ttls)[:5]
+
+
+async def test_commands_after_a_redis_restart_do_not_fail_on_stale_pooled_connections(
+    server: RedisServer, nodes: Any
+) -> None:
+    # The pool keeps connections to the Redis that died; once the link is up again, a command
+    # that picks one of them must not fail with "unavailable" (it reconnects once, at once).
+    node = await nodes()
+    be = node.backend
+    with anyio.fail_after(10):
+        await asyncio.gather(*(be.publish(pub(f"r{i}", 1)) for i in range(40)))  # several pooled connections
+    server.restart()
+    await wait(lambda: not be.healthy, 5, "the link to notice the restart")
+    await wait(lambda: be.healthy, 10, "the link to come back")
+    with anyio.fail_after(10):
+        outs = await asyncio.gather(*(be.publish(pub(f"r{i}", 2)) for i in range(40)), return_exceptions=True)
+    assert [o for o in outs if isinstance(o, BaseException)] == []

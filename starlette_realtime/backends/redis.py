@@ -151,6 +151,14 @@ class RedisBackend(RedisSessions):
         """Call ``callback()`` each time the pub/sub link comes back after an outage (for metrics)."""
         self._reconnect_callbacks.append(callback)
 
+    async def drop_idle_connections(self) -> None:
+        """Close the pooled connections not in use (they reconnect when next taken)."""
+        if self.cluster_mode:
+            return  # the cluster client replaces the connections of a node that failed
+        pool = getattr(self.redis, "connection_pool", None)
+        if pool is not None:
+            await pool.disconnect(inuse_connections=False)
+
     def reconnected(self) -> None:
         """Run the :meth:`on_reconnect` callbacks (called by the subscriber)."""
         for callback in self._reconnect_callbacks:

@@ -184,6 +184,10 @@ class RedisSubscriber:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 with anyio.fail_after(be.connect_timeout):
+                    if self._failed:
+                        # After an outage the pool's idle connections may lead to a Redis
+                        # that is gone: each would fail one command before being replaced.
+                        await be.drop_idle_connections()
                     wanted = [ch for ch, sub in self.rooms.items() if sub.wanted]
                     await channels.open(tg, [be.names.control, self._node_channel], wanted)
                     self._actual.update(wanted)
