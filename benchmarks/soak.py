@@ -377,6 +377,11 @@ class Services:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        # The server's log outlives the run (it is what explains a failed one).
+        if (self.tmp / "server.log").exists():
+            kept = RESULTS / "tmp" / f"soak-{self.backend}-server.log"
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self.tmp / "server.log", kept)
         for proc in (self.server, self.redis):
             if proc is not None and proc.poll() is None:
                 proc.terminate()
@@ -446,7 +451,12 @@ async def soak(args: argparse.Namespace, backend: str) -> dict[str, Any]:
         next_sample = t0
         while (now := time.monotonic()) < t0 + duration:
             if now >= next_sample:
-                row = await asyncio.to_thread(services.sample, now - t0)
+                try:
+                    row = await asyncio.to_thread(services.sample, now - t0)
+                except OSError as exc:  # urllib's time-out included: a server that stalls is a finding
+                    tally.problems.append(f"t={now - t0:.0f}s: the server did not answer its stats: {exc!r}")
+                    next_sample += args.sample
+                    continue
                 rows.append(row)
                 print(f"{backend} t={row['t']:7.1f}s links={row['links']:5d} rss={row['rss_mib']:7.1f} MiB "
                       f"fds={row['fds']:5d} tasks={row['tasks']:5d} acked={tally.acked} sessions={tally.sessions}",
