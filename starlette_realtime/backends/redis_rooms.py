@@ -130,12 +130,12 @@ class RoomOrder:
                 # The stream went back (a failover lost writes that were not yet
                 # replicated): what we delivered is gone from it, and the next
                 # offsets must not reuse numbers our receivers have seen.
-                self.rollbacks += 1
                 logger.warning(
                     "room %r of %r: the stream ends at %d but %d was delivered (lost in a failover); skipping ahead",
                     sub.room, sub.ns, last, from_offset,
                 )
                 await self._skip_ahead(sub.ns, sub.room, epoch, from_offset)
+                self.rollbacks += 1  # counted once handled: the stream's counter is past what we delivered
                 last = from_offset
         else:
             # A new stream: complete if we knew the old one ended while idle.
