@@ -19,15 +19,11 @@ def user_key(user: Any) -> str | None:
         return None
     if isinstance(user, str):
         return user
-    if isinstance(user, Mapping):
-        for name in _ID_NAMES:
-            value = user.get(name)
-            if value is not None:
-                return str(value)
-        return str(user)
-    for attr in _ID_NAMES:
+    # A mapping (a token's claims) is named by its keys, any other object by its attributes.
+    lookup = user.get if isinstance(user, Mapping) else (lambda name: getattr(user, name, None))
+    for name in _ID_NAMES:
         try:
-            value = getattr(user, attr, None)
+            value = lookup(name)
         except NotImplementedError:
             continue
         if value is not None:
