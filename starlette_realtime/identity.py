@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 _ID_NAMES = ("identity", "id", "user_id", "username")
@@ -20,7 +20,7 @@ def user_key(user: Any) -> str | None:
     if isinstance(user, str):
         return user
     # A mapping (a token's claims) is named by its keys, any other object by its attributes.
-    lookup = user.get if isinstance(user, Mapping) else (lambda name: getattr(user, name, None))
+    lookup: Callable[[str], Any] = user.get if isinstance(user, Mapping) else (lambda name: getattr(user, name, None))
     for name in _ID_NAMES:
         try:
             value = lookup(name)
