@@ -22,7 +22,8 @@ from starlette_realtime.frames import (
     Position,
 )
 from starlette_realtime.socketio.packets import pack_unit
-from starlette_realtime.socketio.wire import Args, SocketIOWire, decode_offset, encode_offset
+from starlette_realtime.socketio.recovery import decode_offset, encode_offset
+from starlette_realtime.socketio.wire import Args, SocketIOWire
 
 W = SocketIOWire(recovery=True)
 R = msgspec.Raw

@@ -35,8 +35,8 @@ from .. import status
 from . import engineio
 from .engineio import RequestError
 from .live import LiveSession, Message, Receive, Send
+from .recovery import RecoveryEcho
 from .session import EngineSession, Transport, Verdict
-from .wire import RecoveryEcho
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class EngineIO:
             turn it off when ``serve`` drives the heartbeat (it then sends ``"2"``
             and receives the ``"3"`` answers).
         echo_pids: put the ``pid`` a client presented back into a recovered
-            CONNECT reply (:class:`~.wire.RecoveryEcho`).
+            CONNECT reply (:class:`~.recovery.RecoveryEcho`).
         max_sessions: the most sessions at once; a handshake beyond it gets HTTP 503
             (polling) or close 1013 (WebSocket), and the client retries later.
         clock: the monotonic clock, in seconds.

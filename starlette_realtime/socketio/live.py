@@ -20,8 +20,8 @@ import anyio
 
 from ..exceptions import ProtocolError
 from .packets import Reassembler, pack_unit
+from .recovery import RecoveryEcho
 from .session import EngineSession
-from .wire import RecoveryEcho
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]

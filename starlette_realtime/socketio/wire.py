@@ -36,9 +36,10 @@ import msgspec
 from .. import status
 from ..backends.base import Publication
 from ..exceptions import ProtocolError
-from ..frames import Ack, ClientFrame, Connect, Connected, ConnectError, Disconnect, Event, Frame, Ping, Pong, Position
+from ..frames import Ack, ClientFrame, Connect, Connected, ConnectError, Disconnect, Event, Frame, Ping, Pong
 from . import packets
 from .packets import PacketType
+from .recovery import RecoveryAuth, decode_offset, encode_offset
 
 NAME: Final = "socket.io"
 #: Marks a base64 string that stands for bytes the server sends (see :meth:`SocketIOWire.encode_payload`).
@@ -97,70 +98,6 @@ def _has_bytes(value: Any) -> bool:
 
 
 _SCALARS: Final = frozenset({str, int, float, bool, type(None)})
-
-
-class RecoveryAuth(msgspec.Struct):
-    """The recovery fields a Socket.IO 4.6+ client adds to its CONNECT auth."""
-
-    pid: str | None = None
-    offset: str | None = None
-
-
-def encode_offset(room: str, epoch: str, offset: int) -> str:
-    """The ``offset`` string a client keeps for recovery: the room, its stream epoch and position."""
-    return f"{offset}:{epoch}:{room}"
-
-
-def decode_offset(text: str) -> dict[str, Position] | None:
-    """Undo :func:`encode_offset`; ``None`` for anything else (the client may hold a user string)."""
-    offset, sep, rest = text.partition(":")
-    epoch, sep2, room = rest.partition(":")
-    if not (sep and sep2 and offset.isdigit() and room):
-        return None
-    return {room: Position(epoch, int(offset))}
-
-
-class RecoveryEcho:
-    """Per Engine.IO session: echo the ``pid`` a client presented when its session is recovered.
-
-    A Socket.IO client sets ``socket.recovered`` when the CONNECT reply's ``pid``
-    equals the one it presented.  Session strings are signed with a timestamp, so
-    the one the core signs anew differs: the transport remembers the presented
-    ``pid`` per namespace (:meth:`inbound`) and puts it back into a recovered
-    reply (:meth:`outbound`).  Only CONNECT packets are looked at.
-    """
-
-    __slots__ = ("_pids",)
-
-    def __init__(self) -> None:
-        self._pids: dict[str, str] = {}
-
-    def inbound(self, text: str) -> None:
-        """Note the ``pid`` of a client's CONNECT (``"40..."``), if any."""
-        if not text.startswith("40") or '"pid"' not in text:
-            return
-        try:
-            head = packets.parse_header(text, 1)
-            pid = msgspec.json.decode(text[head.end :], type=RecoveryAuth).pid
-        except (ProtocolError, msgspec.DecodeError, msgspec.ValidationError):
-            return
-        if pid is not None:
-            self._pids[head.nsp] = pid
-
-    def outbound(self, text: str) -> str:
-        """Return a server payload with the presented ``pid`` in a recovered CONNECT reply."""
-        if not text.startswith("40") or '"recovered":true' not in text:
-            return text
-        head = packets.parse_header(text, 1)
-        pid = self._pids.get(head.nsp)
-        if pid is None:
-            return text
-        reply = msgspec.json.decode(text[head.end :])
-        reply["pid"] = pid
-        return text[: head.end] + msgspec.json.encode(reply).decode()
-
-    def __repr__(self) -> str:
-        return f"RecoveryEcho(namespaces={sorted(self._pids)!r})"
 
 
 class SocketIOWire:
@@ -334,7 +271,7 @@ class SocketIOWire:
             if self.recovery:
                 reply["pid"] = frame.session
                 if frame.recovered:
-                    # For the transport to echo the pid the client presented (see RecoveryEcho).
+                    # For the transport to echo the pid the client presented (see recovery.RecoveryEcho).
                     reply["recovered"] = True
             return self._packet(PacketType.CONNECT, frame.ns, None, self._encoder.encode(reply))
         if kind is ConnectError:
@@ -446,4 +383,4 @@ class SocketIOWire:
         return f"SocketIOWire(recovery={self.recovery})"
 
 
-__all__ = ["NAME", "Args", "RecoveryEcho", "SocketIOWire", "decode_offset", "encode_offset"]
+__all__ = ["NAME", "Args", "SocketIOWire"]
