@@ -30,6 +30,9 @@ class RealtimeConfig(msgspec.Struct, kw_only=True):
         shutdown_interval: seconds between shutdown batches.
         shutdown_timeout: seconds shutdown waits for running handlers.
         control_timeout: seconds a cluster query waits for the other nodes.
+        check_emits: development mode: log a warning (logger ``starlette_realtime.contract``)
+            the first time an endpoint that declares its server events (``@emits``, docs/contract.md)
+            emits one it does not declare. The emit goes out all the same.
     """
 
     ping_interval: float = 25.0
@@ -46,6 +49,7 @@ class RealtimeConfig(msgspec.Struct, kw_only=True):
     shutdown_interval: float = 0.1
     shutdown_timeout: float = 10.0
     control_timeout: float = 2.0
+    check_emits: bool = False
 
 
 __all__ = ["RealtimeConfig"]

@@ -8,7 +8,7 @@ and receivers.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -37,13 +37,16 @@ class Publisher:
 
     Args:
         backend: the backend to publish through.
+        check: called with each emit's namespace and event before it is published (the
+            router's development-mode check of declared emits); ``None`` checks nothing.
     """
 
-    __slots__ = ("_encoder", "backend")
+    __slots__ = ("_check", "_encoder", "backend")
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, check: Callable[[str, str], None] | None = None) -> None:
         self.backend = backend
         self._encoder = msgspec.json.Encoder(enc_hook=enc_hook)
+        self._check = check
 
     async def publish(
         self,
@@ -56,6 +59,8 @@ class Publisher:
         volatile: bool = False,
     ) -> None:
         """Publish one event to each of ``rooms`` (the whole namespace when empty)."""
+        if self._check is not None:
+            self._check(ns, event)
         payload = self._encoder.encode(data)
         ts = time.time()
         if not rooms:

@@ -27,6 +27,7 @@ from .backends import Backend, backend_from_url
 from .cluster import Cluster
 from .codec import Codec, codecs
 from .config import RealtimeConfig
+from .contract.check import UndeclaredEmits
 from .contract.serve import ContractFiles
 from .control import ControlResponder
 from .core import EventRules, SessionCore
@@ -129,7 +130,9 @@ class RealtimeRouter(ClusterOperations):
         for instance in self.endpoints.values():
             for event, fn in instance.filters.items():
                 self.hub.set_filter(instance.namespace, event, types.MethodType(fn, instance))
-        self.publisher = Publisher(self.backend)
+        # Development mode: emits checked against the endpoints' declared events (docs/contract.md).
+        check = UndeclaredEmits(self.endpoints.values()) if self.config.check_emits else None
+        self.publisher = Publisher(self.backend, check)
         for instance in self.endpoints.values():
             instance.attach(self, self.publisher)
         self.links: set[Link] = set()

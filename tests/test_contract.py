@@ -357,3 +357,59 @@ def test_router_serves_the_contract_over_uvicorn(app: Any) -> None:
         assert http.get("/plain/asyncapi.json").status_code == 426
         assert http.get("/plain/types.d.ts").status_code == 426
         assert http.get("/realtime/other.json").status_code == 426
+
+
+@emits(said=str)
+class Declared(RealtimeEndpoint):
+    namespace = "/declared"
+
+    @on_event("go")
+    async def go(self, conn: Connection, event: str) -> str:
+        await conn.emit(event, "x")
+        return event
+
+
+class Undeclared(RealtimeEndpoint):
+    namespace = "/free"
+
+    @on_event("go")
+    async def go(self, conn: Connection, event: str) -> str:
+        await conn.emit(event, "x")
+        return event
+
+
+@pytest.mark.parametrize("check", [True, False])
+async def test_development_mode_reports_an_undeclared_emit_once(check: bool, caplog: pytest.LogCaptureFixture) -> None:
+    """Over real uvicorn: the undeclared event still reaches the client; the log says so once per event."""
+    import anyio
+    from conftest import serve
+    from starlette.applications import Starlette
+
+    from starlette_realtime import RealtimeRouter
+    from starlette_realtime.client import RealtimeClient
+
+    router = RealtimeRouter([Declared, Undeclared], check_emits=check)
+    web = Starlette()
+    router.mount(web, "/realtime")
+    got: list[tuple[str, str]] = []
+    caplog.set_level("WARNING", logger="starlette_realtime.contract")
+    with serve(web) as srv, anyio.fail_after(20):
+        async with RealtimeClient(srv.url + "/realtime", namespaces=["/declared", "/free"]) as client:
+            for ns in ("/declared", "/free"):
+                client.on("*", lambda event, data, ns=ns: got.append((ns, event)), namespace=ns)
+            for event in ("said", "oops", "oops", "other"):
+                assert await client.call("go", event, namespace="/declared") == event
+                assert await client.call("go", event, namespace="/free") == event
+            while len(got) < 8:
+                await anyio.sleep(0.01)
+    assert sorted(got).count(("/declared", "oops")) == 2  # allowed: every emit went out
+    reports = [r.getMessage() for r in caplog.records if r.name == "starlette_realtime.contract"]
+    if check:
+        assert reports == [
+            "namespace '/declared' emitted 'oops', which its endpoint does not declare (declared: said); "
+            "add it to @emits so that the contract describes it",
+            "namespace '/declared' emitted 'other', which its endpoint does not declare (declared: said); "
+            "add it to @emits so that the contract describes it",
+        ]
+    else:
+        assert reports == []
