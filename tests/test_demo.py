@@ -2,7 +2,9 @@
 
 test_browser.py covers the browser client through the same page (reconnection, recovery, restarts);
 here the page's own features are checked in the DOM: presence online and offline (this page's own
-connection included), messages grouped by day and by author, initials avatars and the empty-room hint.
+connection included), messages grouped by day and by author, initials avatars and the empty-room hint;
+and the page on the official socket.io-client (``?wire=socketio``, the bundle given to the demo's
+command line) chatting with a page on ours.
 
 Set ``DEMO_SCREENSHOT=<path>`` to save the screenshot of the docs (``scripts/screenshots`` does).
 """
@@ -13,6 +15,11 @@ import contextlib
 import importlib
 import importlib.util
 import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +27,9 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from conftest import free_port, need, wait_until
 from procs import Node
+from starlette.testclient import TestClient
 
 from starlette_realtime.demo import ChatEndpoint, History, create_app
 from starlette_realtime.demo import __main__ as demo_main
@@ -61,10 +70,32 @@ async def test_page_and_client_are_served_with_a_strict_policy() -> None:
             assert "default-src 'none'" in page.headers["content-security-policy"]
             assert 'src="static/chat.js"' in page.text
             script = await http.get("/static/chat.js")
-            assert 'from "../realtime/client.js"' in script.text
+            assert "import(`./wire-${kind}.js`)" in script.text
+            assert 'from "../realtime/client.js"' in (await http.get("/static/wire-realtime.js")).text
+            assert (await http.get("/static/wire-socketio.js")).status_code == 200
             assert (await http.get("/static/chat.css")).status_code == 200
             client = await http.get("/realtime/client.js")
             assert client.headers["content-type"].startswith("text/javascript")
+            # Without a socket.io-client bundle the page is told so (its switch is disabled), and none is served.
+            assert (await http.get("/config.json")).json() == {"socketioClient": False}
+            missing = await http.get("/vendor/socket.io.min.js")
+            assert missing.status_code == 404 and "--socketio-client" in missing.text
+
+
+async def test_the_socketio_client_bundle_is_served_from_the_file_given(tmp_path: Path) -> None:
+    bundle = tmp_path / "socket.io.min.js"
+    bundle.write_text("/* not ours: the user's copy of socket.io-client */")
+    app, realtime = create_app(socketio_client=bundle)
+    assert realtime.socketio is not None  # the router serves Socket.IO clients at /realtime/socket.io/
+    transport = httpx.ASGITransport(app=app)
+    with anyio.fail_after(10):
+        async with httpx.AsyncClient(transport=transport, base_url="http://demo") as http:
+            assert (await http.get("/config.json")).json() == {"socketioClient": True}
+            served = await http.get("/vendor/socket.io.min.js")
+            assert served.status_code == 200 and served.text == bundle.read_text()
+            assert served.headers["content-type"].startswith("text/javascript")
+    with pytest.raises(FileNotFoundError, match=r"socket\.io\.min\.js"):
+        create_app(socketio_client=tmp_path / "missing" / "socket.io.min.js")
 
 
 async def test_chat_rooms_history_presence_and_typing() -> None:
@@ -124,17 +155,31 @@ def test_history_keeps_the_last_messages_of_the_most_recent_rooms() -> None:
     assert repr(history) == "History(size=2, rooms=2)"
 
 
-def test_command_line_runs_the_demo_with_a_graceful_server(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_command_line_runs_the_demo_with_a_graceful_server(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(demo_main, "run", lambda app, **kw: calls.append(kw))
+    monkeypatch.setattr(demo_main, "run", lambda app, **kw: calls.append({"app": app, **kw}))
     monkeypatch.setattr(demo_main.logging, "basicConfig", lambda **kw: None)
+    monkeypatch.delenv("STARLETTE_REALTIME_DEMO_SOCKETIO_CLIENT", raising=False)
     demo_main.main(["--port", "9001", "--backend", "memory://", "--log-level", "warning"])
     demo_main.main(["--dashboard"])
-    (call, with_dashboard) = calls
+    bundle = tmp_path / "socket.io.min.js"
+    bundle.write_text("/* socket.io-client */")
+    demo_main.main(["--socketio-client", str(bundle)])
+    monkeypatch.setenv("STARLETTE_REALTIME_DEMO_SOCKETIO_CLIENT", str(bundle))
+    demo_main.main([])
+    (call, with_dashboard, with_flag, with_env) = calls
     assert (call["host"], call["port"], call["log_level"]) == ("127.0.0.1", 9001, "warning")
     assert call["routers"][0].endpoints["/chat"].namespace == "/chat"
     assert sorted(call["routers"][0].endpoints) == ["/chat"]
     assert sorted(with_dashboard["routers"][0].endpoints) == ["/_dashboard", "/chat"]
+    for run, served in ((call, False), (with_flag, True), (with_env, True)):
+        assert TestClient(run["app"]).get("/config.json").json() == {"socketioClient": served}
+    assert "?wire=socketio" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        demo_main.main(["--socketio-client", str(tmp_path / "nothing.js")])
+    assert "--socketio-client: no file" in capsys.readouterr().err
 
 
 async def test_the_dashboard_is_served_to_this_machine_only() -> None:
@@ -159,6 +204,8 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 TIMEOUT = 15_000  # ms, for every Playwright wait
 ROOT = Path(__file__).resolve().parent.parent
 GREEN = "rgb(31, 157, 85)"  # --ok in chat.css
+# socket.io-client's browser bundle, from the npm package pinned in tests/socketio (never copied into the repository).
+BUNDLE = ROOT / "tests" / "socketio" / "node_modules" / "socket.io-client" / "dist" / "socket.io.min.js"
 
 # The browser marker's guard (conftest.need) fails these tests in CI, or skips them, when Chromium or
 # Playwright is missing: the import must not skip the module before that guard runs.
@@ -180,6 +227,34 @@ def seeded_demo() -> Iterator[Node]:
         node.kill()
 
 
+@contextlib.contextmanager
+def demo_command(*args: str) -> Iterator[str]:
+    """``python -m starlette_realtime.demo`` itself, with ``args``, on a free port; yields its address."""
+    port = free_port()
+    with tempfile.TemporaryFile() as log:
+        command = [sys.executable, "-m", "starlette_realtime.demo", "--port", str(port), "--log-level", "warning"]
+        proc = subprocess.Popen([*command, *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+        def listening() -> bool:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+            return proc.poll() is not None  # exited: said below
+
+        try:
+            wait_until(listening, timeout=60, message="the demo to listen")
+            if proc.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"the demo exited with {proc.returncode}: {log.read().decode(errors='replace')}")
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
 @contextlib.asynccontextmanager
 async def chromium() -> AsyncIterator[Any]:
     async with async_api.async_playwright() as pw:
@@ -190,8 +265,11 @@ async def chromium() -> AsyncIterator[Any]:
             await browser.close()
 
 
-async def open_chat(browser: Any, node: Node, name: str) -> Any:
-    """A page of its own (own storage) signed in as ``name`` and connected; CSP reports count as errors."""
+async def open_chat(browser: Any, base: str, name: str) -> Any:
+    """A page of its own (own storage) signed in as ``name`` and connected; CSP reports count as errors.
+
+    ``page.requests`` and ``page.sockets`` list the addresses of its HTTP requests and WebSockets.
+    """
     context = await browser.new_context(viewport={"width": 1100, "height": 640})
     page = await context.new_page()
     page.set_default_timeout(TIMEOUT)
@@ -199,7 +277,10 @@ async def open_chat(browser: Any, node: Node, name: str) -> Any:
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on("console", lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None)
     page.errors = errors
-    await page.goto(node.http + "/")
+    page.requests, page.sockets = [], []
+    page.on("request", lambda request: page.requests.append(request.url))
+    page.on("websocket", lambda ws: page.sockets.append(ws.url))
+    await page.goto(base + "/")
     await page.fill("#name", name)
     await page.click("#login-form button")
     await expect(page.locator("#status")).to_have_attribute("data-state", "connected")
@@ -227,7 +308,7 @@ async def dot_colour(item: Any) -> str:
 async def test_the_page_groups_messages_draws_avatars_and_shows_who_is_offline() -> None:
     with anyio.fail_after(90), seeded_demo() as node:
         async with chromium() as browser:
-            ada = await open_chat(browser, node, "Ada Lovelace")
+            ada = await open_chat(browser, node.http, "Ada Lovelace")
             # Yesterday's messages (seeded) under their day, grouped: one head with the author, one follower.
             lin = ada.locator('#messages .msg[data-user="Lin Chen"]')
             await expect(lin).to_have_count(2)
@@ -245,6 +326,19 @@ async def test_the_page_groups_messages_draws_avatars_and_shows_who_is_offline()
             await expect(person(ada, "offline", "Lin Chen").locator(".avatar")).to_have_attribute("data-initials", "LC")
             assert await dot_colour(person(ada, "members", "Ada Lovelace")) == GREEN
             assert await dot_colour(person(ada, "offline", "Lin Chen")) != GREEN
+            # No socket.io-client bundle was given: the switch to it is disabled and says how to turn it on.
+            switch = ada.locator('#wire button[data-wire="socketio"]')
+            await expect(switch).to_have_attribute("aria-disabled", "true")
+            await expect(ada.locator('#wire button[data-wire="realtime"]')).to_have_attribute("aria-pressed", "true")
+            await switch.click(force=True)  # aria-disabled: Playwright would wait for it to be enabled
+            await expect(ada.locator("#notice")).to_contain_text("start the demo with --socketio-client")
+            assert "wire=" not in ada.url
+            login = await ada.context.new_page()  # a tab of its own: not signed in
+            await login.goto(node.http + "/?wire=socketio")
+            await expect(login.locator("#wire-note")).to_contain_text("--socketio-client")
+            await expect(login.locator("#wire-note")).to_contain_text("This page uses starlette-realtime")
+            await expect(login.locator('#wire button[data-wire="realtime"]')).to_have_attribute("aria-pressed", "true")
+            await login.close()
 
             # Today's messages get a day of their own; two in a row by one author make one group.
             await say(ada, "Morning! Release is today.")
@@ -254,7 +348,7 @@ async def test_the_page_groups_messages_draws_avatars_and_shows_who_is_offline()
             await expect(message(ada, "Release is today")).to_have_attribute("data-group", "head")
             await expect(message(ada, "after lunch")).to_have_attribute("data-group", "next")
 
-            grace = await open_chat(browser, node, "grace")
+            grace = await open_chat(browser, node.http, "grace")
             await expect(grace.locator("#messages .day")).to_have_text(["Yesterday", "Today"])
             await expect(message(grace, "Release is today").locator(".avatar")).to_have_attribute("data-initials", "AL")
             await expect(message(grace, "Release is today").locator(".who")).to_have_text("Ada Lovelace")
@@ -323,4 +417,69 @@ async def test_the_page_groups_messages_draws_avatars_and_shows_who_is_offline()
             # CSP-strict: no inline style or script anywhere in the rendered page, and no CSP report.
             inline = "[...document.querySelectorAll('[style], script:not([src])')].map((e) => e.outerHTML.slice(0, 80))"
             assert await ada.evaluate(inline) == []
+            assert ada.errors == []
+
+
+@pytest.mark.browser  # conftest.need: fails in CI, else skips, without Chromium and Playwright
+async def test_a_page_on_socketio_client_chats_with_a_page_on_ours() -> None:
+    need("socket.io-client")  # fails in CI, else skips, without tests/socketio/node_modules
+    with anyio.fail_after(180), demo_command("--socketio-client", str(BUNDLE)) as base:
+        async with chromium() as browser:
+            ada = await open_chat(browser, base, "ada")  # on our client, the default
+            grace = await open_chat(browser, base, "grace")
+            assert await grace.evaluate("demo.wire.kind") == "realtime"
+            # The switch reloads grace's page on socket.io-client, which signs in again by itself.
+            switch = grace.locator('#wire button[data-wire="socketio"]')
+            await expect(switch).to_have_attribute("aria-disabled", "false")
+            await expect(grace.locator("#wire-note")).to_be_hidden()
+            grace.requests.clear()
+            grace.sockets.clear()
+            await switch.click()
+            await grace.wait_for_url(re.compile(r"\?wire=socketio$"))
+            await expect(switch).to_have_attribute("aria-pressed", "true")
+            await expect(grace.locator("#status")).to_have_attribute("data-state", "connected")
+            assert await grace.evaluate("demo.wire.kind") == "socketio"
+            assert await grace.evaluate("demo.client.connected === true && typeof demo.client.io.engine === 'object'")
+            # Each page on its own wire: grace's traffic is Engine.IO's (polling, then maybe its WebSocket), with
+            # the bundle the demo was given; ada's is our one WebSocket.
+            assert f"{base}/vendor/socket.io.min.js" in grace.requests
+            assert any(url.startswith(f"{base}/realtime/socket.io/?EIO=4") for url in grace.requests)
+            assert all("/realtime/socket.io/" in url for url in grace.sockets), grace.sockets
+            assert ada.sockets == [base.replace("http:", "ws:") + "/realtime/"]
+
+            # Presence across the wires, in #lobby.
+            for page in (ada, grace):
+                await expect(page.locator("#members li")).to_have_text(["ada", "grace"])
+            # Messages both ways; each page shows the other's as it came through the room.
+            await say(grace, "hello from socket.io-client")
+            await expect(message(ada, "hello from socket.io-client")).to_have_attribute("data-source", "live")
+            await expect(message(grace, "hello from socket.io-client")).not_to_have_attribute("data-source", "pending")
+            await say(ada, "hello from our client")
+            await expect(message(grace, "hello from our client")).to_have_attribute("data-source", "live")
+
+            # Another room: ada writes first; grace's join (an ACK over Socket.IO) brings the history and members.
+            await ada.fill("#room-name", "ops")
+            await ada.press("#room-name", "Enter")
+            await expect(ada.locator("#members li")).to_have_text(["ada"])
+            await say(ada, "deploy at noon")
+            await expect(message(ada, "deploy at noon")).not_to_have_attribute("data-source", "pending")
+            await grace.fill("#room-name", "ops")
+            await grace.press("#room-name", "Enter")
+            await expect(message(grace, "deploy at noon")).to_have_attribute("data-source", "history")
+            for page in (ada, grace):
+                await expect(page.locator("#room-title")).to_have_text("ops")
+                await expect(page.locator("#members li")).to_have_text(["ada", "grace"])
+            await say(grace, "ack")
+            await expect(message(ada, "ack")).to_have_attribute("data-source", "live")
+            # Typing notices (volatile emits) both ways.
+            await grace.type("#text", "one more", delay=10)
+            await expect(ada.locator("#typing")).to_have_text("grace is typing…")
+            await ada.type("#text", "yes?", delay=10)
+            await expect(grace.locator("#typing")).to_have_text("ada is typing…")
+
+            # Ada leaves: the socket.io-client page sees her offline.
+            await ada.context.close()
+            await expect(grace.locator("#members li")).to_have_text(["grace"])
+            await expect(person(grace, "offline", "ada")).to_have_attribute("data-status", "offline")
+            assert grace.errors == []
             assert ada.errors == []

@@ -4,8 +4,12 @@
   :class:`~starlette_realtime.auth.SignedTokenAuth` token the page sends with CONNECT.
   Anyone may pick any free-form name: this is a demo, not a login.
 * ``/realtime`` is the :class:`~starlette_realtime.RealtimeRouter` (the page imports the
-  browser client from ``/realtime/client.js``).
-* ``/`` and ``/static/`` serve the page.
+  browser client from ``/realtime/client.js``).  It also serves the official Socket.IO
+  clients at ``/realtime/socket.io/``, with connection state recovery.
+* ``/`` and ``/static/`` serve the page; ``/config.json`` tells it which clients it may use.
+* ``/vendor/socket.io.min.js`` serves socket.io-client's browser bundle from the file given
+  as ``socketio_client``, for the page's ``?wire=socketio`` mode (404 without one): the
+  repository ships no third-party code.
 * ``/dashboard/`` (with ``dashboard=True``) serves the live dashboard
   (:mod:`starlette_realtime.dashboard`) to requests from this machine only.
 
@@ -21,6 +25,7 @@ import collections
 import itertools
 import json
 import logging
+import os
 import re
 import secrets
 import time
@@ -31,7 +36,7 @@ from typing import Any, Final, cast
 import msgspec
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
@@ -45,6 +50,7 @@ from ..endpoint import RealtimeEndpoint
 from ..exceptions import HandlerError
 from ..presence import PresenceList, PresenceMixin
 from ..routing import RealtimeRouter, user_key
+from ..socketio import SocketIOOptions
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +203,23 @@ async def _index(request: Request) -> Response:
     return FileResponse(STATIC / "index.html", headers={"content-security-policy": CSP, "cache-control": "no-cache"})
 
 
+def _config_view(bundle: Path | None) -> Callable[[Request], Awaitable[Response]]:
+    async def config(request: Request) -> Response:
+        return JSONResponse({"socketioClient": bundle is not None}, headers={"cache-control": "no-cache"})
+
+    return config
+
+
+def _bundle_view(bundle: Path | None) -> Callable[[Request], Awaitable[Response]]:
+    async def socketio_client(request: Request) -> Response:
+        if bundle is None:
+            return PlainTextResponse("no socket.io-client bundle: start the demo with --socketio-client PATH",
+                                     status_code=404)
+        return FileResponse(bundle, media_type="text/javascript", headers={"cache-control": "no-cache"})
+
+    return socketio_client
+
+
 def _from_this_machine(request: Request) -> bool:
     # The demo has no administrators: its dashboard is for whoever runs it, on loopback.
     return request.client is not None and request.client.host in ("127.0.0.1", "::1")
@@ -224,6 +247,7 @@ def create_app(
     history: int = 50,
     token_max_age: float = 12 * 3600,
     dashboard: bool = False,
+    socketio_client: str | os.PathLike[str] | None = None,
     **router_options: Any,
 ) -> tuple[Starlette, RealtimeRouter]:
     """Build the demo app and its realtime router.
@@ -237,22 +261,36 @@ def create_app(
         token_max_age: seconds a token is valid (the page fetches a fresh one on every connect).
         dashboard: also serve the live dashboard at ``/dashboard/``, to requests from
             127.0.0.1 or ::1 only (its cluster view lists every node of a ``redis://`` backend).
+        socketio_client: socket.io-client's browser bundle (the npm package's
+            ``dist/socket.io.min.js``), served to the page for its ``?wire=socketio`` mode;
+            without it the page's switch to socket.io-client is disabled.
         **router_options: other :class:`~starlette_realtime.RealtimeRouter` options
-            (``ping_interval``, ``recovery_window``...).
+            (``ping_interval``, ``recovery_window``...); by default the router also serves
+            Socket.IO clients, with recovery.
 
     Returns:
         The Starlette app and the router mounted at ``/realtime`` (pass it to
         :func:`starlette_realtime.server.run` for a graceful shutdown).
+
+    Raises:
+        FileNotFoundError: ``socketio_client`` is not a file.
     """
+    bundle = Path(socketio_client) if socketio_client is not None else None
+    if bundle is not None and not bundle.is_file():
+        raise FileNotFoundError(f"no socket.io-client bundle at {bundle} (the npm package's dist/socket.io.min.js)")
     key = secret_key if secret_key is not None else secrets.token_bytes(32)
     tokens = SignedTokenAuth(key, max_age=token_max_age)
     chat = ChatEndpoint(tokens=tokens, history=History(size=history))
     endpoints: list[RealtimeEndpoint | type[RealtimeEndpoint]] = [chat, DashboardEndpoint] if dashboard else [chat]
-    realtime = RealtimeRouter(endpoints, backend=backend, secret_key=key, **router_options)
+    # Both wires; a caller's own options win.
+    options: dict[str, Any] = {"socketio": SocketIOOptions(recovery=True)} | router_options
+    realtime = RealtimeRouter(endpoints, backend=backend, secret_key=key, **options)
     app = Starlette(
         routes=[
             Route("/", _index),
             Route("/token", _token_view(tokens), methods=["POST"]),
+            Route("/config.json", _config_view(bundle)),
+            Route("/vendor/socket.io.min.js", _bundle_view(bundle)),
             # RealtimeRouter.__call__ takes a dict scope where Starlette types a MutableMapping.
             Mount("/realtime", cast(ASGIApp, realtime)),
             Mount("/static", StaticFiles(directory=STATIC)),

@@ -1,5 +1,5 @@
-// The chat demo page: a plain ES module on the browser client that the RealtimeRouter serves itself.
-import { RealtimeClient } from "../realtime/client.js";
+// The chat demo page: a plain ES module on a "wire", our browser client (wire-realtime.js, the default) or the
+// official socket.io-client (wire-socketio.js, with ?wire=socketio when the demo was given its bundle).
 
 const NS = "/chat";
 const TYPING_EVERY = 2000; // ms between two typing notices while the user types
@@ -7,6 +7,9 @@ const TYPING_SHOWN = 4000; // ms a typing notice stays on screen
 const KEEP = 200; // messages kept per room in the page
 const GROUP_GAP = 5 * 60; // s: a message this long after the previous one by the same author starts a new group
 const AVATAR_COLOURS = 8; // .avatar.c0 ... .c7 in chat.css (no inline style: the page's CSP forbids it)
+const WIRES = { realtime: "starlette-realtime", socketio: "socket.io-client" };
+const NO_BUNDLE = "socket.io-client is off: start the demo with --socketio-client PATH/TO/socket.io.min.js "
+  + "(from npm's socket.io-client package).";
 const STATES = { connecting: "Connecting…", connected: "Connected", reconnecting: "Reconnecting…", offline: "Offline", closed: "Disconnected" };
 
 const $ = (id) => document.getElementById(id);
@@ -17,8 +20,42 @@ function el(tag, props = {}, ...children) {
 }
 
 /** Everything the page knows; `window.demo` for the console (and the browser tests). */
-const demo = { client: null, user: null, current: null, rooms: new Map(), state: "closed", info: {}, seq: 0 };
+const demo = { wire: null, client: null, user: null, current: null, rooms: new Map(), state: "closed", info: {}, seq: 0 };
 window.demo = demo;
+
+// ------------------------------------------------------------------------------------------------ which client
+
+// The demo says whether it serves socket.io-client's bundle (the page never loads code from elsewhere); the page
+// runs on it when the address asks for it with ?wire=socketio, on our client otherwise.
+const asked = new URLSearchParams(location.search).get("wire") === "socketio" ? "socketio" : "realtime";
+const wireChosen = fetch(new URL("config.json", document.baseURI))
+  .then((res) => res.json())
+  .catch(() => ({}))
+  .then((config) => {
+    demo.wireKind = asked === "socketio" && config.socketioClient ? "socketio" : "realtime";
+    renderWireSwitch(Boolean(config.socketioClient));
+    return demo.wireKind;
+  });
+
+/** Switching client reloads the page on the other one (the name is kept: the page signs in again by itself). */
+function renderWireSwitch(available) {
+  for (const button of document.querySelectorAll("#wire button")) {
+    const kind = button.dataset.wire;
+    const off = kind === "socketio" && !available;
+    button.setAttribute("aria-pressed", String(kind === demo.wireKind));
+    button.setAttribute("aria-disabled", String(off));
+    button.title = off ? NO_BUNDLE : `Run this page on ${WIRES[kind]}`;
+    button.addEventListener("click", () => {
+      if (off) return notice(NO_BUNDLE);
+      if (kind === demo.wireKind) return;
+      const url = new URL(location.href);
+      url.searchParams.set("wire", kind);
+      location.assign(url);
+    });
+  }
+  $("wire-note").textContent = asked !== demo.wireKind ? `${NO_BUNDLE} This page uses ${WIRES.realtime}.` : NO_BUNDLE;
+  $("wire-note").hidden = available;
+}
 
 function room(name) {
   let r = demo.rooms.get(name);
@@ -60,28 +97,39 @@ $("login-form").addEventListener("submit", async (event) => {
 
 // ------------------------------------------------------------------------------------------------ connection
 
-function start(user, firstToken) {
+async function start(user, firstToken) {
   demo.user = user;
   $("login").hidden = true;
   $("chat").hidden = false;
   $("me").hidden = false;
   $("me").replaceChildren("Signed in as ", el("b", { textContent: user }));
-  const url = new URL("realtime", document.baseURI);
-  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  const saved = JSON.parse(sessionStorage.getItem("demo.rooms") || "[]");
+  for (const name of saved.length ? saved : ["lobby"]) room(name);
+  select(demo.rooms.keys().next().value);
   let token = firstToken;
-  const client = (demo.client = new RealtimeClient(url.href, {
-    namespaces: [NS],
-    // Asked on every connect: tokens expire, and a restarted demo signs with a new key.
-    auth: async () => {
-      const fresh = token ?? (await fetchToken(user)).token;
-      token = null;
-      return { token: fresh };
-    },
-    reconnectionDelay: 500,
-    reconnectionDelayMax: 5000,
-    onError: (err) => console.warn("realtime:", err),
-  }));
-  client.onState((state, info) => {
+  let wire;
+  try {
+    const kind = await wireChosen;
+    if (kind !== asked) notice(NO_BUNDLE);
+    const { createWire } = await import(`./wire-${kind}.js`);
+    wire = demo.wire = await createWire({
+      namespace: NS,
+      // Asked on every connect: tokens expire, and a restarted demo signs with a new key.
+      auth: async () => {
+        const fresh = token ?? (await fetchToken(user)).token;
+        token = null;
+        return { token: fresh };
+      },
+      reconnectionDelay: 500,
+      reconnectionDelayMax: 5000,
+      onError: (err) => console.warn(`${WIRES[demo.wireKind]}:`, err),
+    });
+  } catch (error) {
+    Object.assign(demo, { state: "closed", info: { error } });
+    return renderStatus();
+  }
+  demo.client = wire.client;
+  wire.onState((state, info) => {
     const was = demo.state;
     demo.state = state;
     demo.info = info;
@@ -89,16 +137,13 @@ function start(user, firstToken) {
     // Presence is only known while connected: the list turns to "last known" (and this user offline) otherwise.
     if ((was === "connected") !== (state === "connected")) renderMembers();
   });
-  client.on("connect", onConnect);
-  client.on("recovery_failed", () => notice("The server did not know this session any more (a restart?): reloaded the rooms."));
-  client.on("message", (msg) => addMessage(msg, "live"));
-  client.on("typing", onTyping);
-  client.on("$presence", onPresence);
-  client.on("$resync", ({ room: name }) => demo.rooms.has(name) && rejoin(name));
-  const saved = JSON.parse(sessionStorage.getItem("demo.rooms") || "[]");
-  for (const name of saved.length ? saved : ["lobby"]) room(name);
-  select(demo.rooms.keys().next().value);
-  client.connect().catch(() => {}); // a terminal failure shows up as the "closed" state
+  wire.on("connect", onConnect);
+  wire.on("recovery_failed", () => notice("The server did not know this session any more (a restart?): reloaded the rooms."));
+  wire.on("message", (msg) => addMessage(msg, "live"));
+  wire.on("typing", onTyping);
+  wire.on("$presence", onPresence);
+  wire.on("$resync", ({ room: name }) => demo.rooms.has(name) && rejoin(name));
+  wire.connect().catch(() => {}); // a terminal failure shows up as the "closed" state
 }
 
 // Recovered: the server restored the rooms and replayed what was missed; only refresh who is online.
@@ -114,7 +159,7 @@ async function rejoin(name) {
   // A new session (maybe a restarted server): presence sequence numbers start again from its listing.
   if (demo.rooms.has(name)) Object.assign(room(name), { presenceSeq: -1, latest: new Map() });
   try {
-    const joined = await demo.client.call("join", name);
+    const joined = await demo.wire.call("join", name);
     if (!demo.rooms.has(name)) return;
     for (const msg of joined.history) addMessage(msg, "history");
     setMembers(joined.presence);
@@ -144,7 +189,7 @@ function setMembers({ room: name, seq, members }) {
 
 async function refreshMembers(name) {
   try {
-    setMembers(await demo.client.call("$presence.list", { room: name }));
+    setMembers(await demo.wire.call("$presence.list", { room: name }));
   } catch (err) {
     console.warn("members:", err);
   }
@@ -154,7 +199,7 @@ async function refreshMembers(name) {
 demo.presence = { setMembers: (list) => setMembers(list), onPresence: (event) => onPresence(event) };
 
 /** Close the socket as a network failure would, to watch the page recover its session. */
-demo.dropConnection = () => demo.client?._ws?.close(4000, "dropped on purpose");
+demo.dropConnection = () => demo.wire?.drop();
 
 // ------------------------------------------------------------------------------------------------ rooms
 
@@ -177,12 +222,12 @@ function joinRoom(name) {
   const isNew = !demo.rooms.has(name);
   room(name);
   select(name);
-  if (isNew && demo.client.state === "connected") rejoin(name); // otherwise the next "connect" joins it
+  if (isNew && demo.wire?.state === "connected") rejoin(name); // otherwise the next "connect" joins it
 }
 
 function leaveRoom(name) {
   if (!demo.rooms.delete(name)) return;
-  demo.client.emit("leave", name);
+  demo.wire?.emit("leave", name);
   if (!demo.rooms.size) room("lobby");
   if (demo.current === name || !demo.rooms.has(demo.current)) select(demo.rooms.keys().next().value);
   else (saveRooms(), renderRooms());
@@ -221,7 +266,7 @@ function send(text) {
   renderMessages();
   renderStatus();
   // Queued while offline and resent after a reconnect until the server acknowledges it.
-  demo.client.call("say", { room: r.name, text }).then(
+  demo.wire.call("say", { room: r.name, text }).then(
     (msg) => (r.pending.delete(local.id), addMessage(msg, "sent")),
     (err) => {
       if (err.code === "duplicate") r.pending.delete(local.id); // handled already: it arrives as a message
@@ -230,13 +275,13 @@ function send(text) {
     },
   ).finally(renderStatus);
   typingSent = 0;
-  demo.client.emit("typing", { room: r.name, typing: false }, { volatile: true });
+  demo.wire.emit("typing", { room: r.name, typing: false }, { volatile: true });
 }
 
 $("composer").addEventListener("submit", (event) => {
   event.preventDefault();
   const text = $("text").value.trim();
-  if (!text) return;
+  if (!text || !demo.wire) return;
   $("text").value = "";
   send(text);
 });
@@ -248,7 +293,7 @@ $("text").addEventListener("input", () => {
   const now = Date.now();
   if (!$("text").value || now - typingSent < TYPING_EVERY) return;
   typingSent = now;
-  demo.client.emit("typing", { room: demo.current, typing: true }, { volatile: true }); // dropped when offline
+  demo.wire?.emit("typing", { room: demo.current, typing: true }, { volatile: true }); // dropped when offline
 });
 
 function onTyping({ room: name, user, typing }) {
