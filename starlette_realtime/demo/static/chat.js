@@ -8,8 +8,8 @@ const KEEP = 200; // messages kept per room in the page
 const GROUP_GAP = 5 * 60; // s: a message this long after the previous one by the same author starts a new group
 const AVATAR_COLOURS = 8; // .avatar.c0 ... .c7 in chat.css (no inline style: the page's CSP forbids it)
 const WIRES = { realtime: "starlette-realtime", socketio: "socket.io-client" };
-const NO_BUNDLE = "socket.io-client is off: start the demo with --socketio-client PATH/TO/socket.io.min.js "
-  + "(from npm's socket.io-client package).";
+const NO_BUNDLE = ["socket.io-client is off: start the demo with ", "--socketio-client PATH",
+  ", PATH being dist/socket.io.min.js of npm's socket.io-client package."];
 const STATES = { connecting: "Connecting…", connected: "Connected", reconnecting: "Reconnecting…", offline: "Offline", closed: "Disconnected" };
 
 const $ = (id) => document.getElementById(id);
@@ -37,6 +37,9 @@ const wireChosen = fetch(new URL("config.json", document.baseURI))
     return demo.wireKind;
   });
 
+/** Why the switch to socket.io-client is off, as nodes: the option in one piece. */
+const noBundle = () => NO_BUNDLE.map((part, i) => (i === 1 ? el("code", { textContent: part }) : part));
+
 /** Switching client reloads the page on the other one (the name is kept: the page signs in again by itself). */
 function renderWireSwitch(available) {
   for (const button of document.querySelectorAll("#wire button")) {
@@ -44,16 +47,16 @@ function renderWireSwitch(available) {
     const off = kind === "socketio" && !available;
     button.setAttribute("aria-pressed", String(kind === demo.wireKind));
     button.setAttribute("aria-disabled", String(off));
-    button.title = off ? NO_BUNDLE : `Run this page on ${WIRES[kind]}`;
+    button.title = off ? NO_BUNDLE.join("") : `Run this page on ${WIRES[kind]}`;
     button.addEventListener("click", () => {
-      if (off) return notice(NO_BUNDLE);
+      if (off) return notice(...noBundle());
       if (kind === demo.wireKind) return;
       const url = new URL(location.href);
       url.searchParams.set("wire", kind);
       location.assign(url);
     });
   }
-  $("wire-note").textContent = asked !== demo.wireKind ? `${NO_BUNDLE} This page uses ${WIRES.realtime}.` : NO_BUNDLE;
+  $("wire-note").replaceChildren(...noBundle(), asked !== demo.wireKind ? ` This page uses ${WIRES.realtime}.` : "");
   $("wire-note").hidden = available;
 }
 
@@ -110,7 +113,7 @@ async function start(user, firstToken) {
   let wire;
   try {
     const kind = await wireChosen;
-    if (kind !== asked) notice(NO_BUNDLE);
+    if (kind !== asked) notice(...noBundle());
     const { createWire } = await import(`./wire-${kind}.js`);
     wire = demo.wire = await createWire({
       namespace: NS,
@@ -478,9 +481,9 @@ function renderTyping() {
 }
 
 let noticeTimer = null;
-function notice(text) {
+function notice(...parts) {
   const node = $("notice");
-  node.textContent = text;
+  node.replaceChildren(...parts);
   node.hidden = false;
   clearTimeout(noticeTimer);
   noticeTimer = setTimeout(() => (node.hidden = true), 8000);
