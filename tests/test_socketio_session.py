@@ -105,12 +105,28 @@ def test_a_close_packet_ends_the_session_and_the_waiting_get_gets_noop() -> None
     assert s.take_get_body() == b"6"
 
 
-def test_a_server_close_sends_close_to_the_next_get() -> None:
+def test_a_server_close_sends_what_is_buffered_then_close_to_the_next_get() -> None:
     s = polling()
-    s.send("lost")
+    s.send("last words")
     s.close()
-    assert get(s) == b"1"
+    assert s.owes_get
+    assert get(s) == b"4last words\x1e1"
+    assert not s.owes_get
     assert s.close_code == status.WS_1000_NORMAL_CLOSURE
+
+
+def test_a_close_the_client_caused_drops_what_is_buffered() -> None:
+    s = polling(heartbeat=True)
+    s.send("never read")
+    s.tick(PI)  # the ping
+    s.tick(PI + PT)  # no pong: the client is gone
+    assert s.close_reason == "ping timeout"
+    assert not s.owes_get  # dropped at once
+    assert get(s) == b"1"
+    t = polling()
+    t.send("never read")
+    assert post(t, b"1") is Verdict.OK
+    assert not t.owes_get and get(t) == b"6"
 
 
 def test_a_get_that_goes_away_closes_the_session() -> None:

@@ -34,7 +34,7 @@ from anyio.abc import TaskGroup
 from .. import status
 from . import engineio
 from .engineio import RequestError
-from .live import LiveSession, Message, Receive, Send
+from .live import LiveSession, Message, Receive, Send, SessionTable
 from .recovery import RecoveryEcho
 from .session import EngineSession, Transport, Verdict
 
@@ -84,7 +84,7 @@ class EngineIO:
         self.echo_pids = echo_pids
         self.max_sessions = max_sessions
         self._clock = clock
-        self.sessions: dict[str, LiveSession] = {}
+        self.sessions = SessionTable(linger=ping_timeout, max_sessions=max_sessions, clock=clock)
         self._tg: TaskGroup | None = None
 
     async def __aenter__(self) -> EngineIO:
@@ -96,7 +96,7 @@ class EngineIO:
     async def __aexit__(self, *exc: object) -> None:
         tg, self._tg = self._tg, None
         if tg is not None:
-            for live in list(self.sessions.values()):
+            for live in self.sessions:
                 live.engine.close("server close")
                 await live.flush()
             tg.cancel_scope.cancel()
@@ -113,15 +113,9 @@ class EngineIO:
             max_payload=self.max_payload,
             heartbeat=self.heartbeat,
         )
-        live = self.sessions[sid] = LiveSession(engine, RecoveryEcho() if self.echo_pids else None, self._forget)
+        live = LiveSession(engine, RecoveryEcho() if self.echo_pids else None, self.sessions.forget)
+        self.sessions.add(live)
         return live
-
-    def _forget(self, live: LiveSession) -> None:
-        if self.sessions.get(live.engine.sid) is live:
-            del self.sessions[live.engine.sid]
-
-    def _full(self) -> bool:
-        return self.max_sessions is not None and len(self.sessions) >= self.max_sessions
 
     def _transport_of(self, sid: str) -> str | None:
         live = self.sessions.get(sid)
@@ -149,7 +143,7 @@ class EngineIO:
         while True:
             await anyio.sleep(step)
             now = self._clock()
-            for live in list(self.sessions.values()):
+            for live in self.sessions:
                 deadline = live.engine.deadline()
                 if deadline is not None and now >= deadline:
                     live.engine.tick(now)
@@ -160,12 +154,13 @@ class EngineIO:
     async def _http(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         method = scope["method"]
+        self.sessions.sweep()
         checked = engineio.check_request(method, query, websocket=False, session_transport=self._transport_of)
         if isinstance(checked, RequestError):
             await _respond(send, checked.http_status, checked.body(), _JSON_HEADERS)
             return
         if checked.sid is None:
-            if self._full():
+            if self.sessions.full():
                 await _respond(send, 503, b'{"code":3,"message":"Server full"}', _JSON_HEADERS)
                 return
             if self._tg is None:
@@ -210,6 +205,7 @@ class EngineIO:
             return
         if engine.closed:
             live.finish()
+            self.sessions.forget(live)  # it kept the last body for this GET
         await _respond(send, 200, body, _TEXT_HEADERS)
 
     async def _post(self, live: LiveSession, scope: dict[str, Any], receive: Receive, send: Send) -> None:
@@ -248,7 +244,7 @@ class EngineIO:
         if message["type"] != "websocket.connect":
             return
         await send({"type": "websocket.accept"})
-        if self._full():
+        if self.sessions.full():
             await send({"type": "websocket.close", "code": status.WS_1013_TRY_AGAIN_LATER, "reason": "server full"})
             return
         live = self._new_session(Transport.WEBSOCKET)

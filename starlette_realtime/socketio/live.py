@@ -3,8 +3,9 @@
 A :class:`LiveSession` holds a session's state machine with what the transports
 share: the inbox that ``serve`` reads, the event that wakes the waiting GET, the
 WebSocket once there is one, and the per-session helpers (binary packet
-reassembly, recovery ``pid`` echo).  :mod:`.asgi` owns the table of sessions and
-the HTTP and WebSocket handlers; they all go through these few methods.
+reassembly, recovery ``pid`` echo).  A :class:`SessionTable` finds them by id.
+:mod:`.asgi` owns the table and the HTTP and WebSocket handlers; they all go
+through these few methods.
 
 The ``send`` callable uses no anyio cancel scope: the core's outbox drives a send
 as a bare coroutine from the pushing task and may finish it in its writer task.
@@ -13,7 +14,7 @@ as a bare coroutine from the pushing task and may finish it in its writer task.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any, Final
 
 import anyio
@@ -164,4 +165,78 @@ class LiveSession:
         return f"LiveSession({self.engine!r}, websocket={self.ws_send is not None})"
 
 
-__all__ = ["INBOX_SIZE", "LiveSession", "Message", "Receive", "Send", "unit_message"]
+class SessionTable:
+    """The sessions of one Engine.IO endpoint by id.
+
+    A polling session closed by the server stays until a GET takes its last body
+    (what was still buffered, then ``close``), as the reference server keeps it for
+    its ``closeTimeout``: forgotten at once, the client's next GET would get
+    "Session ID unknown" instead.  One whose client does not come back within
+    ``linger`` seconds is forgotten by :meth:`sweep`, which the endpoint runs on
+    each request (no timer).  Such sessions do not count towards :meth:`full`.
+
+    Args:
+        linger: the longest a closed session waits for its client's GET (seconds).
+        max_sessions: the most open sessions at once, or ``None``.
+        clock: the monotonic clock, in seconds.
+    """
+
+    __slots__ = ("_clock", "_closing", "_live", "linger", "max_sessions")
+
+    def __init__(self, *, linger: float, max_sessions: int | None, clock: Callable[[], float]) -> None:
+        self.linger = linger
+        self.max_sessions = max_sessions
+        self._clock = clock
+        self._live: dict[str, LiveSession] = {}
+        self._closing: dict[str, float] = {}  # sid -> when to forget it anyway; deadlines in insertion order
+
+    def add(self, live: LiveSession) -> None:
+        """Register a new session."""
+        self._live[live.engine.sid] = live
+
+    def forget(self, live: LiveSession) -> None:
+        """Drop a closed session, or keep it until its client takes its last body (or ``linger`` runs out)."""
+        sid = live.engine.sid
+        if self._live.get(sid) is not live:
+            return
+        if live.engine.owes_get:
+            self._closing.setdefault(sid, self._clock() + self.linger)
+            return
+        del self._live[sid]
+        self._closing.pop(sid, None)
+
+    def sweep(self) -> None:
+        """Forget the closed sessions whose client did not come back in time."""
+        closing = self._closing
+        if not closing:
+            return
+        now = self._clock()
+        for sid, deadline in list(closing.items()):
+            if deadline > now:
+                break
+            del closing[sid]
+            self._live.pop(sid, None)
+
+    def full(self) -> bool:
+        """Whether a new session would exceed ``max_sessions``."""
+        limit = self.max_sessions
+        return limit is not None and len(self._live) - len(self._closing) >= limit
+
+    def get(self, sid: str) -> LiveSession | None:
+        """The session with this id, or ``None``."""
+        return self._live.get(sid)
+
+    def __getitem__(self, sid: str) -> LiveSession:
+        return self._live[sid]
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def __iter__(self) -> Iterator[LiveSession]:
+        return iter(list(self._live.values()))
+
+    def __repr__(self) -> str:
+        return f"SessionTable(sessions={len(self._live)}, closing={len(self._closing)})"
+
+
+__all__ = ["INBOX_SIZE", "LiveSession", "Message", "Receive", "Send", "SessionTable", "unit_message"]

@@ -18,7 +18,8 @@ The rules, from the Engine.IO v4 description:
   the session to the WebSocket, where everything still buffered is flushed;
   polling requests after that are refused by :func:`engineio.check_request`;
 - a ``close`` packet from the client closes the session, a waiting GET gets
-  ``noop``; a server-side close sends ``close`` to the next GET;
+  ``noop``; a server-side close sends what is still buffered, then ``close``, to
+  the next GET (the reference server drains its buffer before closing too);
 - any malformed packet, and a payload over ``max_payload``, closes the session.
 """
 
@@ -106,6 +107,7 @@ class EngineSession:
         self._post_active = False
         self._probing = False  # a WebSocket is attached and probing, not yet upgraded
         self._final: Packet | None = None  # the last packet a waiting GET gets after a close
+        self._drain = False  # closed by the server: the buffer is still for the client
         self._next_ping: float | None = now + ping_interval if heartbeat else None
         self._pong_due: float | None = None
         offered = list(upgrades) if transport is Transport.POLLING else []
@@ -118,6 +120,15 @@ class EngineSession:
     def closed(self) -> bool:
         """Whether the session is closed (it may still owe a waiting GET its last answer)."""
         return self.close_reason is not None
+
+    @property
+    def owes_get(self) -> bool:
+        """Whether a polling session the server closed still has its last body (ending with ``close``) for a GET.
+
+        Only a server close is worth waiting for: after a protocol error or a
+        ping timeout the session is dropped at once, as the reference server does.
+        """
+        return self._drain and self._final is not None and self.transport is Transport.POLLING
 
     @property
     def close_code(self) -> int:
@@ -154,7 +165,7 @@ class EngineSession:
             self._next_ping = None
 
     def close(self, reason: str = "server close", code: int | None = None) -> None:
-        """Close the session from the server side; a polling client gets ``close`` on its next GET.
+        """Close the session from the server side; a polling client gets the rest and ``close`` on its next GET.
 
         Args:
             reason: why (a key of :data:`CLOSE_CODES` or any text).
@@ -162,7 +173,7 @@ class EngineSession:
         """
         if self.close_reason is None:
             self._close_code = code
-        self._close(reason, engineio.CLOSE)
+        self._close(reason, engineio.CLOSE, drain=True)
 
     def _out(self, packet: Packet) -> None:
         if self.transport is Transport.WEBSOCKET:
@@ -228,8 +239,9 @@ class EngineSession:
         if not self._get_waiting:
             return None
         if self._final is not None:
-            body = engineio.encode_polling_packet(self._final)
-            self._final = None
+            self._buffer.append(engineio.encode_polling_packet(self._final))
+            body = engineio.RECORD_SEPARATOR.join(self._buffer)
+            self._buffer, self._final = [], None
         elif self._probing:
             body = "6"
         elif self._buffer:
@@ -337,11 +349,13 @@ class EngineSession:
         else:
             raise ProtocolError(f"unexpected Engine.IO packet {kind.name} from a client")
 
-    def _close(self, reason: str, final: Packet | None) -> None:
+    def _close(self, reason: str, final: Packet | None, *, drain: bool = False) -> None:
         if self.close_reason is not None:
             return
         self.close_reason = reason
-        self._buffer.clear()
+        self._drain = drain
+        if not drain:  # the client went away or broke the protocol: nothing more is for it
+            self._buffer.clear()
         self._final = final
         self._next_ping = self._pong_due = None
         logger.debug("engine.io %s closed: %s", self.sid, reason)
