@@ -87,15 +87,38 @@ def recovering_nodes() -> Iterator[list[Node]]:
                 node.terminate(5)
 
 
-def test_a_session_dropped_on_one_node_is_recovered_on_the_other(recovering_nodes: list[Node]) -> None:
+@pytest.fixture
+def recovering_pair(recovering_nodes: list[Node]) -> Iterator[list[Node]]:
+    """The two recovering nodes; one a test killed is started again afterwards (same port)."""
+    yield recovering_nodes
+    for node in recovering_nodes:
+        if node.proc is None or node.proc.poll() is not None:
+            node.start()
+
+
+@pytest.mark.parametrize("how", ["cut", "kill"])
+@pytest.mark.parametrize("mode", ["websocket", "polling"])
+def test_socketio_client_reconnects_to_the_other_node_by_itself_and_is_recovered(
+    recovering_pair: list[Node], mode: str, how: str
+) -> None:
+    """socket.io-client behind one address (a TCP proxy in the script) that moves from node 0 to node 1.
+
+    The client's transport is dropped while its room streams: every proxied connection closed (``cut``, node 0 up)
+    or node 0 SIGKILLed (``kill``).  socket.io-client reconnects by itself through the same address, now leading to
+    node 1, presents its pid and offset, and must see ``socket.recovered === true``, its socket id kept, node 1
+    serving it, and every message once, in order.
+    """
     need("node", "socket.io-client")
     node = shutil.which("node")
     assert node is not None
+    first, second = recovering_pair
+    assert first.proc is not None
     run = subprocess.run(
-        [node, "recovery_cluster.mjs", recovering_nodes[0].http, recovering_nodes[1].http],
+        [node, "recovery_cluster.mjs", first.http, second.http, mode, how, str(first.proc.pid), "200"],
         cwd=ROOT / "tests" / "socketio",
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=90,
     )
     assert run.returncode == 0, run.stdout + run.stderr
+    assert '"connects":[false,true]' in run.stdout

@@ -58,6 +58,10 @@ class Main(RealtimeEndpoint):
     async def recovered(self, conn: Connection) -> bool:
         return conn.recovered
 
+    @on_event("whereami")
+    async def whereami(self, conn: Connection) -> str:
+        return str(self.router.node_id)
+
     @on_event("kick")
     async def kick(self, conn: Connection) -> None:
         await conn.disconnect()
