@@ -38,9 +38,11 @@ class StreamHost(RedisHost, Protocol):
     """What presence needs to publish its events on a room's stream (``RedisBackend`` has it)."""
 
     names: Names
-    global_epoch: str
     history_size: int
     history_ttl: float
+
+    @property
+    def global_epoch(self) -> str: ...
 
     @property
     def publish_command(self) -> str: ...

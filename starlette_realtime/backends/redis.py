@@ -4,6 +4,10 @@ Each room stream has its own pub/sub channel, Redis Stream (history) and
 offset counter under one hash tag; see docs/deployment.md for the design, its
 costs and its fault behaviour.  It runs on redis-py's asyncio clients, which
 are asyncio-only: this backend does not run on trio.
+
+This module composes the node from its parts (``redis_client``, ``redis_heartbeat``,
+``redis_control``, ``redis_streams``, ``redis_pubsub``), which see it only through
+the small protocols of ``redis_node`` and never import this module.
 """
 
 from __future__ import annotations
@@ -12,8 +16,8 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any, Final, TypeVar
 
 import anyio
 import anyio.abc
@@ -22,23 +26,19 @@ from ..cluster import ControlHandler, ControlReply, ControlRequest
 from ..exceptions import BackendUnavailable
 from ..frames import Position
 from .base import Deliver, HistoryReply, Publication
-from .redis_client import (
-    MAX_CONNECTIONS,
-    Client,
-    check_client,
-    client_from_url,
-    is_cluster,
-    is_cluster_url,
-    outage_errors,
-    redacted,
-    run_command,
-)
+from .redis_client import Client, NodeClient
 from .redis_control import ControlBus
 from .redis_heartbeat import HeartbeatCallback, NodeHeartbeat
 from .redis_pubsub import RedisSubscriber
 from .redis_sessions import PUT_SESSION_LUA, TAKE_FINAL_LUA, RedisSessions
 from .redis_streams import RoomStreams
 from .redis_wire import LIVE_LUA, PUBLISH_LUA, READ_LUA, REGISTER_LUA, SKIP_AHEAD_LUA, Names
+
+#: The Lua scripts the backend and its parts run, by name (:meth:`RedisBackend.script`).
+SCRIPTS: Final[Mapping[str, str]] = {
+    "publish": PUBLISH_LUA, "read": READ_LUA, "live": LIVE_LUA, "skip": SKIP_AHEAD_LUA,
+    "register": REGISTER_LUA, "put_session": PUT_SESSION_LUA, "take_final": TAKE_FINAL_LUA,
+}
 
 logger = logging.getLogger(__name__)
 
@@ -93,17 +93,9 @@ class RedisBackend(RedisSessions):
         command_timeout: float = 2.0,
         reconnect_max_delay: float = 2.0,
     ) -> None:
-        if isinstance(url, str):
-            self.url: str | None = url
-            self._client: Client | None = None
-            self._owns_client = True
-            self.cluster_mode = is_cluster_url(url)
-        else:
-            check_client(url)
-            self.url = None
-            self._client = url
-            self._owns_client = False
-            self.cluster_mode = is_cluster(url)
+        self._client = NodeClient(url)
+        self.url = self._client.url
+        self.cluster_mode = self._client.cluster_mode
         self.names = Names(prefix)
         self.node_id = node_id or secrets.token_hex(4)
         self.history_size = history_size
@@ -113,21 +105,23 @@ class RedisBackend(RedisSessions):
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
         self.reconnect_max_delay = reconnect_max_delay
-        self.global_epoch = ""
-        self.bus = ControlBus(self)
         self.subscriber: RedisSubscriber | None = None
+        # Each part sees this node through a protocol of redis_node.py and gets what it needs
+        # from a sibling as a callback (or the sibling itself, when that sits below it).
+        self.heartbeat = NodeHeartbeat(
+            self,
+            answers=lambda: self.bus.handler is not None,
+            link_up=lambda: self.subscriber is not None and self.subscriber.up,
+        )
+        self.bus = ControlBus(self, live_nodes=self.heartbeat.live_nodes)
         self.streams = RoomStreams(self)
         #: ``SPUBLISH`` on a Redis Cluster (sharded pub/sub), else ``PUBLISH``: for scripts that publish to a room.
         self.publish_command = "SPUBLISH" if self.cluster_mode else "PUBLISH"
         self._deliver: Deliver = _drop
-        self.heartbeat = NodeHeartbeat(self)
         self._task: asyncio.Task[None] | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._reconnect_callbacks: list[Callable[[], None]] = []
         self._link_started = False
-        self._failing = False
-        self._scripts: dict[str, Any] = {}
-        self._slots: anyio.Semaphore | None = None
 
     # Attributes shared with other components ----------------------------------------
 
@@ -138,9 +132,12 @@ class RedisBackend(RedisSessions):
         Raises:
             RuntimeError: the backend was built from a URL and is not started.
         """
-        if self._client is None:
-            raise RuntimeError("RedisBackend is not started")
-        return self._client
+        return self._client.redis
+
+    @property
+    def global_epoch(self) -> str:
+        """The epoch of everything Redis holds (read and renewed by the node heartbeat)."""
+        return self.heartbeat.global_epoch
 
     @property
     def prefix(self) -> str:
@@ -153,11 +150,7 @@ class RedisBackend(RedisSessions):
 
     async def drop_idle_connections(self) -> None:
         """Close the pooled connections not in use (they reconnect when next taken)."""
-        if self.cluster_mode:
-            return  # the cluster client replaces the connections of a node that failed
-        pool = getattr(self.redis, "connection_pool", None)
-        if pool is not None:
-            await pool.disconnect(inuse_connections=False)
+        await self._client.drop_idle_connections()
 
     def reconnected(self) -> None:
         """Run the :meth:`on_reconnect` callbacks (called by the subscriber)."""
@@ -183,7 +176,7 @@ class RedisBackend(RedisSessions):
 
     def script(self, name: str) -> Any:
         """One of the backend's registered Lua scripts (``publish``, ``read``, ...), once started."""
-        return self._scripts[name]
+        return self._client.script(name)
 
     def spawn(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> bool:
         """Run ``fn(*args)`` in the backend's task group; ``False`` when the backend is stopped."""
@@ -201,7 +194,7 @@ class RedisBackend(RedisSessions):
             return False
         if self._link_started and self.subscriber is not None:
             return self.subscriber.up
-        return not self._failing
+        return not self._client.failing
 
     def health(self) -> dict[str, Any]:
         """A JSON-able report: ``healthy``, link state, seconds since our last heartbeat, counters."""
@@ -230,17 +223,7 @@ class RedisBackend(RedisSessions):
         """
         if self._task is not None:
             raise RuntimeError("RedisBackend already started")
-        if self._owns_client:
-            self._client = client_from_url(
-                self.url or "", connect_timeout=self.connect_timeout, command_timeout=self.command_timeout
-            )
-        redis = self.redis
-        if self.cluster_mode:
-            self._slots = anyio.Semaphore(MAX_CONNECTIONS)
-        for name, lua in (("publish", PUBLISH_LUA), ("read", READ_LUA), ("live", LIVE_LUA),
-                          ("skip", SKIP_AHEAD_LUA), ("register", REGISTER_LUA), ("put_session", PUT_SESSION_LUA),
-                          ("take_final", TAKE_FINAL_LUA)):
-            self._scripts[name] = redis.register_script(lua)
+        redis = self._client.open(SCRIPTS, connect_timeout=self.connect_timeout, command_timeout=self.command_timeout)
         try:
             with anyio.fail_after(self.connect_timeout):
                 if self.cluster_mode:
@@ -248,13 +231,13 @@ class RedisBackend(RedisSessions):
                 await redis.ping()
                 await self.heartbeat.refresh_epoch()
         except Exception as exc:
-            await self._close_client()
+            await self._client.close()
             raise BackendUnavailable(
                 f"cannot reach Redis at {self._where()} within {self.connect_timeout} s: {exc!r}"
             ) from exc
         self._deliver = deliver
-        self._failing = False
-        self.subscriber = RedisSubscriber(self)
+        self._client.failing = False
+        self.subscriber = RedisSubscriber(self, streams=self.streams, bus=self.bus, heartbeat=self.heartbeat)
         ready = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._main(ready))
         await ready.wait()
@@ -285,21 +268,15 @@ class RedisBackend(RedisSessions):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tg = None
-        if self._link_started and self._client is not None:
+        if self._link_started:
             with anyio.move_on_after(1.0), contextlib.suppress(Exception):
-                await self._client.zrem(self.names.nodes, self.node_id)
+                await self.redis.zrem(self.names.nodes, self.node_id)
         self.subscriber = None
         self._link_started = False
         await self.heartbeat.close()
         self.bus.close()
         self._deliver = _drop
-        await self._close_client()
-
-    async def _close_client(self) -> None:
-        if self._owns_client and self._client is not None:
-            client, self._client = self._client, None
-            with anyio.move_on_after(1.0), contextlib.suppress(Exception):
-                await client.aclose()
+        await self._client.close()
 
     # Commands -----------------------------------------------------------------------
 
@@ -309,13 +286,7 @@ class RedisBackend(RedisSessions):
         Raises:
             BackendUnavailable: Redis is down or did not answer within ``command_timeout``.
         """
-        try:
-            result = await run_command(aw, timeout=self.command_timeout, slots=self._slots)
-        except outage_errors() as exc:
-            self._failing = True
-            raise BackendUnavailable(f"Redis at {self._where()} is unavailable: {exc!r}") from exc
-        self._failing = False
-        return result
+        return await self._client.command(aw, timeout=self.command_timeout)
 
     def _check(self) -> None:
         if self._task is None:
@@ -408,7 +379,7 @@ class RedisBackend(RedisSessions):
     # ---------------------------------------------------------------------------------
 
     def _where(self) -> str:
-        return redacted(self.url)
+        return self._client.where()
 
     def __repr__(self) -> str:
         return (

@@ -1,17 +1,21 @@
-"""Making the Redis backend's client: one server (``redis://``) or a Redis Cluster (``redis+cluster://``).
+"""The Redis backend's client: one server (``redis://``) or a Redis Cluster (``redis+cluster://``).
 
+Making it, and running commands on it with a deadline (:class:`NodeClient`).
 The user may pass a ready client instead; then the backend neither configures
 nor closes it.  Both kinds are redis-py asyncio clients, so asyncio-only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
+
+from ..exceptions import BackendUnavailable
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis, RedisCluster
@@ -135,10 +139,105 @@ def redacted(url: str | None) -> str:
     return urlunsplit(parts)
 
 
+class NodeClient:
+    """One backend's redis-py client: made by :meth:`open` from a URL (or handed in), its scripts, its commands.
+
+    A client handed in is the user's: it is checked, never configured and never closed.
+
+    Args:
+        url: a Redis URL, or a ready ``redis.asyncio.Redis`` or ``RedisCluster`` that does not decode responses.
+
+    Raises:
+        ValueError: the client decodes responses.
+    """
+
+    def __init__(self, url: str | Client) -> None:
+        if isinstance(url, str):
+            self.url: str | None = url
+            self._client: Client | None = None
+            self._owned = True
+            self.cluster_mode = is_cluster_url(url)
+        else:
+            check_client(url)
+            self.url = None
+            self._client = url
+            self._owned = False
+            self.cluster_mode = is_cluster(url)
+        #: Whether the last command failed with an outage.
+        self.failing = False
+        self._scripts: dict[str, Any] = {}
+        self._slots: anyio.Semaphore | None = None
+
+    @property
+    def redis(self) -> Any:
+        """The client (once opened, or when handed in).
+
+        Raises:
+            RuntimeError: made from a URL and not open.
+        """
+        if self._client is None:
+            raise RuntimeError("RedisBackend is not started")
+        return self._client
+
+    def open(self, scripts: Mapping[str, str], *, connect_timeout: float, command_timeout: float) -> Any:
+        """Make the client (from a URL) and register ``scripts`` (name -> Lua) on it; returns the client."""
+        if self._owned:
+            self._client = client_from_url(
+                self.url or "", connect_timeout=connect_timeout, command_timeout=command_timeout
+            )
+        redis = self.redis
+        if self.cluster_mode:
+            self._slots = anyio.Semaphore(MAX_CONNECTIONS)
+        for name, lua in scripts.items():
+            self._scripts[name] = redis.register_script(lua)
+        return redis
+
+    def script(self, name: str) -> Any:
+        """A script registered by :meth:`open`."""
+        return self._scripts[name]
+
+    async def command(self, aw: Awaitable[T], *, timeout: float) -> T:
+        """Await a command within ``timeout``; an outage becomes ``BackendUnavailable``.
+
+        Raises:
+            BackendUnavailable: Redis is down or did not answer within ``timeout``.
+        """
+        try:
+            result = await run_command(aw, timeout=timeout, slots=self._slots)
+        except outage_errors() as exc:
+            self.failing = True
+            raise BackendUnavailable(f"Redis at {self.where()} is unavailable: {exc!r}") from exc
+        self.failing = False
+        return result
+
+    async def drop_idle_connections(self) -> None:
+        """Close the pooled connections not in use (they reconnect when next taken)."""
+        if self.cluster_mode:
+            return  # the cluster client replaces the connections of a node that failed
+        pool = getattr(self.redis, "connection_pool", None)
+        if pool is not None:
+            await pool.disconnect(inuse_connections=False)
+
+    async def close(self) -> None:
+        """Close the client if it was made from a URL (a client handed in stays open)."""
+        if self._owned and self._client is not None:
+            client, self._client = self._client, None
+            with anyio.move_on_after(1.0), contextlib.suppress(Exception):
+                await client.aclose()
+
+    def where(self) -> str:
+        """The URL without its password (for messages)."""
+        return redacted(self.url)
+
+    def __repr__(self) -> str:
+        return f"NodeClient({self.where()!r}, cluster_mode={self.cluster_mode})"
+
+
 __all__ = [
     "CLUSTER_SCHEMES",
     "MAX_CONNECTIONS",
     "Client",
+    "NodeClient",
     "check_client",
     "client_from_url",
     "is_cluster",

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import anyio
@@ -22,7 +23,7 @@ from ..exceptions import BackendUnavailable
 from .redis_wire import CONTROL_DECODER, REPLY, REPLY_DECODER, ControlEnvelope, ReplyEnvelope, encode_msgpack
 
 if TYPE_CHECKING:
-    from .redis import RedisBackend
+    from .redis_node import ControlNode
 
 logger = logging.getLogger("starlette_realtime.backends.redis")
 
@@ -51,22 +52,28 @@ class Pending:
 
 
 class ControlBus:
-    """The request/reply side of a :class:`RedisBackend` (asyncio only)."""
+    """The request/reply side of a Redis backend node (asyncio only).
 
-    def __init__(self, backend: RedisBackend) -> None:
-        self.backend = backend
+    Args:
+        node: the backend (its client, names, id, commands and task group).
+        live_nodes: the ids of the nodes in the registry (``NodeHeartbeat.live_nodes``).
+    """
+
+    def __init__(self, node: ControlNode, *, live_nodes: Callable[[], Awaitable[set[str]]]) -> None:
+        self.node = node
+        self._live_nodes = live_nodes
         self.handler: ControlHandler | None = None
         self.pending: dict[str, Pending] = {}
 
     async def request(self, request: ControlRequest, timeout: float) -> list[ControlReply]:
-        be = self.backend
+        node = self.node
         deadline = time.monotonic() + timeout
         rid = secrets.token_hex(8)
         pending = self.pending[rid] = Pending()
         try:
-            pending.expect(await be.heartbeat.live_nodes() - {be.node_id})
-            envelope = encode_msgpack(ControlEnvelope(be.node_id, rid, request))
-            await be.command(be.redis.publish(be.names.control, envelope))
+            pending.expect(await self._live_nodes() - {node.node_id})
+            envelope = encode_msgpack(ControlEnvelope(node.node_id, rid, request))
+            await node.command(node.redis.publish(node.names.control, envelope))
             replies: list[ControlReply] = []
             if self.handler is not None:
                 # This node answers directly: no round trip through Redis.
@@ -89,21 +96,21 @@ class ControlBus:
         except Exception:
             logger.warning("dropped a malformed cluster request")
             return
-        if envelope.origin != self.backend.node_id and self.handler is not None:
-            self.backend.spawn(self._answer, envelope)
+        if envelope.origin != self.node.node_id and self.handler is not None:
+            self.node.spawn(self._answer, envelope)
 
     async def _answer(self, envelope: ControlEnvelope) -> None:
-        be = self.backend
+        node = self.node
         assert self.handler is not None
         try:
-            with anyio.fail_after(max(be.command_timeout, 5.0)):
+            with anyio.fail_after(max(node.command_timeout, 5.0)):
                 reply = await self.handler(envelope.request)
         except Exception:
-            logger.exception("cluster request %r failed on node %s", envelope.request.op, be.node_id)
-            reply = ControlReply(be.node_id, False)
-        message = REPLY + encode_msgpack(ReplyEnvelope(envelope.rid, be.node_id, reply))
+            logger.exception("cluster request %r failed on node %s", envelope.request.op, node.node_id)
+            reply = ControlReply(node.node_id, False)
+        message = REPLY + encode_msgpack(ReplyEnvelope(envelope.rid, node.node_id, reply))
         try:
-            await be.command(be.redis.publish(be.names.node(envelope.origin), message))
+            await node.command(node.redis.publish(node.names.node(envelope.origin), message))
         except BackendUnavailable:
             logger.debug("could not answer cluster request %s", envelope.rid)
 

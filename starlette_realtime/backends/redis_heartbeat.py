@@ -25,7 +25,7 @@ import anyio.abc
 from .redis_wire import HEARTBEAT
 
 if TYPE_CHECKING:
-    from .redis import RedisBackend
+    from .redis_node import HeartbeatNode
 
 logger = logging.getLogger("starlette_realtime.backends.redis")
 
@@ -33,10 +33,20 @@ HeartbeatCallback = Callable[[], Awaitable[None]]
 
 
 class NodeHeartbeat:
-    """The beat of one :class:`RedisBackend` and the callbacks it runs."""
+    """The beat of one Redis backend node, the callbacks it runs, and the global epoch it keeps.
 
-    def __init__(self, backend: RedisBackend) -> None:
-        self.backend = backend
+    Args:
+        node: the backend (its client, names, id and settings).
+        answers: whether the node answers cluster requests (only then is it in the registry).
+        link_up: whether the node's pub/sub link is up (the registry is refreshed only then).
+    """
+
+    def __init__(self, node: HeartbeatNode, *, answers: Callable[[], bool], link_up: Callable[[], bool]) -> None:
+        self.node = node
+        self._answers = answers
+        self._link_up = link_up
+        #: The epoch of everything Redis holds ("" until first read).
+        self.global_epoch = ""
         self.callbacks: dict[HeartbeatCallback, bool] = {}
         self.beats = 0
         self._publisher: Any = None
@@ -45,23 +55,23 @@ class NodeHeartbeat:
         """Read the global epoch, creating it when Redis has none (it restarted empty)."""
         # The global epoch names everything Redis holds; a Redis that restarted
         # empty gets a new one from the first node that notices.
-        be = self.backend
-        await be.redis.set(be.names.epoch, secrets.token_urlsafe(6), nx=True)
-        epoch = await be.redis.get(be.names.epoch)
+        node = self.node
+        await node.redis.set(node.names.epoch, secrets.token_urlsafe(6), nx=True)
+        epoch = await node.redis.get(node.names.epoch)
         if epoch is not None:
-            be.global_epoch = epoch.decode()
+            self.global_epoch = epoch.decode()
 
     async def register(self) -> None:
         """Enter or refresh this node in the registry (when it answers cluster requests)."""
-        be = self.backend
-        if be.bus.handler is not None:
-            ttl_ms = int((be.link_timeout + be.heartbeat_interval) * 1000)
-            await be.script("register")(keys=[be.names.nodes], args=[be.node_id, ttl_ms])
+        node = self.node
+        if self._answers():
+            ttl_ms = int((node.link_timeout + node.heartbeat_interval) * 1000)
+            await node.script("register")(keys=[node.names.nodes], args=[node.node_id, ttl_ms])
 
     async def live_nodes(self) -> set[str]:
         """The ids of the nodes whose registration has not expired (Redis' clock decides)."""
-        be = self.backend
-        live = await be.command(be.script("live")(keys=[be.names.nodes]))
+        node = self.node
+        live = await node.command(node.script("live")(keys=[node.names.nodes]))
         return {n.decode() for n in live}
 
     def _publisher_client(self) -> Any:
@@ -70,11 +80,11 @@ class NodeHeartbeat:
         # subscriber would take a busy node for a lost link.  On a cluster it goes
         # through the cluster client, which follows failovers (the backend queues
         # its own commands in front of that client, not the heartbeat).
-        be = self.backend
-        if be.cluster_mode:
-            return be.redis
+        node = self.node
+        if node.cluster_mode:
+            return node.redis
         if self._publisher is None:
-            self._publisher = be.redis.client()
+            self._publisher = node.redis.client()
         return self._publisher
 
     async def close(self) -> None:
@@ -94,26 +104,26 @@ class NodeHeartbeat:
         self.callbacks.pop(fn, None)
 
     async def run(self, tg: anyio.abc.TaskGroup) -> None:
-        be = self.backend
+        node = self.node
         failing = False
         while True:
-            await anyio.sleep(be.heartbeat_interval)
+            await anyio.sleep(node.heartbeat_interval)
             try:
-                with anyio.fail_after(max(be.heartbeat_interval, 0.5)):
-                    channel = be.names.node(be.node_id)
+                with anyio.fail_after(max(node.heartbeat_interval, 0.5)):
+                    channel = node.names.node(node.node_id)
                     try:
                         await self._publisher_client().publish(channel, HEARTBEAT)
                     except Exception:
                         await self.close()  # the next beat opens a new connection
                         raise
                     await self.refresh_epoch()
-                    if be.subscriber is not None and be.subscriber.up:
+                    if self._link_up():
                         await self.register()
                 failing = False
                 self.beats += 1
             except Exception as exc:
                 if not failing:
-                    logger.warning("node %s heartbeat failed: %r", be.node_id, exc)
+                    logger.warning("node %s heartbeat failed: %r", node.node_id, exc)
                 failing = True
             for fn, running in list(self.callbacks.items()):
                 if not running:

@@ -30,7 +30,10 @@ from .redis_rooms import RoomOrder, RoomSub
 from .redis_wire import HEARTBEAT, REPLY, decode_message
 
 if TYPE_CHECKING:
-    from .redis import RedisBackend
+    from .redis_control import ControlBus
+    from .redis_heartbeat import NodeHeartbeat
+    from .redis_node import SubscriberNode
+    from .redis_streams import RoomStreams
 
 logger = logging.getLogger("starlette_realtime.backends.redis")
 
@@ -44,13 +47,23 @@ def backoff(first: float, cap: float) -> Iterator[float]:
 
 
 class RedisSubscriber:
-    """The pub/sub side of a :class:`RedisBackend` (asyncio only, like redis-py)."""
+    """The pub/sub side of a Redis backend node (asyncio only, like redis-py).
 
-    def __init__(self, backend: RedisBackend) -> None:
-        self.backend = backend
-        self.order = RoomOrder(
-            backend.deliver, backend.streams.read, backend.streams.skip_ahead, lambda: backend.global_epoch
-        )
+    Args:
+        node: the backend (its client, names, id, settings, ``deliver``, ``reconnected``).
+        streams: the node's room streams (catching up, the positions of new rooms).
+        bus: the node's cluster request bus (fed the requests and replies read here).
+        heartbeat: the node's heartbeat (the global epoch, the registry).
+    """
+
+    def __init__(
+        self, node: SubscriberNode, *, streams: RoomStreams, bus: ControlBus, heartbeat: NodeHeartbeat
+    ) -> None:
+        self.node = node
+        self._streams = streams
+        self._bus = bus
+        self._heartbeat = heartbeat
+        self.order = RoomOrder(node.deliver, streams.read, streams.skip_ahead, lambda: heartbeat.global_epoch)
         self.up = False
         self.changed = time.monotonic()
         self.last_beat = 0.0
@@ -67,7 +80,7 @@ class RedisSubscriber:
         self._ever_up = False
         self._failed = False
         self._up_event = asyncio.Event()
-        self._node_channel = backend.names.node(backend.node_id)
+        self._node_channel = node.names.node(node.node_id)
 
     @property
     def rooms(self) -> dict[bytes, RoomSub]:
@@ -76,7 +89,7 @@ class RedisSubscriber:
     # Rooms (called by the backend) ------------------------------------------------
 
     async def subscribe(self, ns: str, room: str) -> None:
-        channel = self.backend.names.channel(ns, room)
+        channel = self.node.names.channel(ns, room)
         sub = self.rooms.get(channel)
         if sub is None:
             sub = self.rooms[channel] = RoomSub(ns, room, channel)
@@ -85,7 +98,7 @@ class RedisSubscriber:
         await self._sync()
 
     async def unsubscribe(self, ns: str, room: str) -> None:
-        sub = self.rooms.get(self.backend.names.channel(ns, room))
+        sub = self.rooms.get(self.node.names.channel(ns, room))
         if sub is not None:
             sub.wanted = False
             self._pending.add(sub.channel)
@@ -101,7 +114,7 @@ class RedisSubscriber:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
-        with anyio.move_on_after(self.backend.link_timeout):
+        with anyio.move_on_after(self.node.link_timeout):
             await asyncio.shield(fut)
 
     async def wait_up(self, timeout: float) -> bool:
@@ -113,8 +126,8 @@ class RedisSubscriber:
 
     async def run(self) -> None:
         """Keep a session going until cancelled; log and restart after any failure."""
-        be = self.backend
-        delays = backoff(0.1, be.reconnect_max_delay)
+        node = self.node
+        delays = backoff(0.1, node.reconnect_max_delay)
         while True:
             started = time.monotonic()
             try:
@@ -126,10 +139,10 @@ class RedisSubscriber:
                     self._down("; ".join(f"{type(leaf).__name__}: {leaf}" for leaf in leaves))
                 else:
                     # A bug, not an outage: say so loudly, with the traceback.
-                    logger.exception("redis pub/sub listener crashed (node %s); restarting it", be.node_id)
+                    logger.exception("redis pub/sub listener crashed (node %s); restarting it", node.node_id)
                     self._down(f"listener crashed: {exc!r}")
-            if time.monotonic() - started > 10 * be.link_timeout:
-                delays = backoff(0.1, be.reconnect_max_delay)
+            if time.monotonic() - started > 10 * node.link_timeout:
+                delays = backoff(0.1, node.reconnect_max_delay)
             await anyio.sleep(next(delays))
 
     def _down(self, reason: str) -> None:
@@ -138,38 +151,38 @@ class RedisSubscriber:
         if self.up:
             self.up = False
             self.changed = time.monotonic()
-            logger.error("redis link down (node %s): %s; reconnecting", self.backend.node_id, reason)
+            logger.error("redis link down (node %s): %s; reconnecting", self.node.node_id, reason)
         else:
-            logger.debug("redis link still down (node %s): %s", self.backend.node_id, reason)
+            logger.debug("redis link still down (node %s): %s", self.node.node_id, reason)
 
     def _mark_up(self) -> None:
         now = time.monotonic()
         if self._ever_up:
             logger.warning(
                 "redis link up again (node %s) after %.1f s down; %d rooms resubscribed",
-                self.backend.node_id, now - self.changed, len(self._actual),
+                self.node.node_id, now - self.changed, len(self._actual),
             )
-            self.backend.reconnected()
+            self.node.reconnected()
         else:
-            logger.info("redis link up (node %s)", self.backend.node_id)
+            logger.info("redis link up (node %s)", self.node.node_id)
         self._ever_up = True
         self.up = True
         self.changed = now
         self._up_event.set()
 
     def _open_channels(self) -> Channels:
-        be = self.backend
-        if be.cluster_mode:
+        node = self.node
+        if node.cluster_mode:
             from .redis_shards import ShardedChannels
 
             return ShardedChannels(
-                be.redis,  # type: ignore[arg-type]
-                self._on_message, be.link_timeout, be.heartbeat_interval, refresh=self._failed,
+                node.redis,  # type: ignore[arg-type]
+                self._on_message, node.link_timeout, node.heartbeat_interval, refresh=self._failed,
             )
-        return PlainChannels(be.redis, self._on_message, be.link_timeout)  # type: ignore[arg-type]
+        return PlainChannels(node.redis, self._on_message, node.link_timeout)  # type: ignore[arg-type]
 
     async def _session(self) -> None:
-        be = self.backend
+        node = self.node
         channels = self._channels = self._open_channels()
         self._actual = set()
         self._pending.clear()  # the session subscribes every wanted room; later changes land here again
@@ -183,17 +196,17 @@ class RedisSubscriber:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
-                with anyio.fail_after(be.connect_timeout):
+                with anyio.fail_after(node.connect_timeout):
                     if self._failed:
                         # After an outage the pool's idle connections may lead to a Redis
                         # that is gone: each would fail one command before being replaced.
-                        await be.drop_idle_connections()
+                        await node.drop_idle_connections()
                     wanted = [ch for ch, sub in self.rooms.items() if sub.wanted]
-                    await channels.open(tg, [be.names.control, self._node_channel], wanted)
+                    await channels.open(tg, [node.names.control, self._node_channel], wanted)
                     self._actual.update(wanted)
                     await channels.barrier()
-                    await be.heartbeat.refresh_epoch()
-                    await be.heartbeat.register()
+                    await self._heartbeat.refresh_epoch()
+                    await self._heartbeat.register()
                 self.last_beat = time.monotonic()
                 self._mark_up()
                 tg.start_soon(self._flusher, channels)
@@ -209,8 +222,8 @@ class RedisSubscriber:
             await channels.close()
 
     async def _watch(self) -> None:
-        be = self.backend
-        tick = min(0.25, be.heartbeat_interval / 4)
+        node = self.node
+        tick = min(0.25, node.heartbeat_interval / 4)
         seen, lag = self.last_beat, 0.0
         while True:
             before = time.monotonic()
@@ -222,7 +235,7 @@ class RedisSubscriber:
             # silence: the heartbeat was as late to be sent and read as this tick.
             lag += max(0.0, now - before - tick)
             silent = now - self.last_beat
-            if silent - lag > be.link_timeout:
+            if silent - lag > node.link_timeout:
                 raise LinkLost(f"no heartbeat of our own for {silent:.1f} s (the event loop lagged {lag:.1f} s)")
 
     def _release_waiters(self) -> None:
@@ -265,7 +278,7 @@ class RedisSubscriber:
                     fut.set_result(None)
 
     async def _position(self, subs: list[RoomSub]) -> None:
-        positions = await self.backend.streams.positions([(sub.ns, sub.room) for sub in subs])
+        positions = await self._streams.positions([(sub.ns, sub.room) for sub in subs])
         for sub, pos in zip(subs, positions, strict=True):
             if sub.epoch is None:
                 sub.epoch, sub.offset = pos
@@ -286,9 +299,9 @@ class RedisSubscriber:
             if data == HEARTBEAT:
                 self.last_beat = time.monotonic()
             elif data[:1] == REPLY:
-                self.backend.bus.on_reply(data[1:])
-        elif channel == self.backend.names.control:
-            self.backend.bus.on_request(data)
+                self._bus.on_reply(data[1:])
+        elif channel == self.node.names.control:
+            self._bus.on_request(data)
 
     def report(self) -> dict[str, Any]:
         """Counters for the backend's health report."""
