@@ -82,6 +82,29 @@ async def test_page_and_client_are_served_with_a_strict_policy() -> None:
             assert missing.status_code == 404 and "--socketio-client" in missing.text
 
 
+async def test_the_page_links_to_the_contract_the_router_serves() -> None:
+    app, _ = create_app()
+    transport = httpx.ASGITransport(app=app)
+    with anyio.fail_after(10):
+        async with httpx.AsyncClient(transport=transport, base_url="http://demo") as http:
+            page = (await http.get("/")).text
+            assert 'href="realtime/asyncapi.json"' in page and 'href="realtime/types.d.ts"' in page
+            document = await http.get("/realtime/asyncapi.json")
+            assert document.headers["content-type"].startswith("application/json")
+            assert_chat_asyncapi(document.json())
+            types = await http.get("/realtime/types.d.ts")
+            assert "export interface ChatClientEvents" in types.text
+            assert "export interface TypingNotice" in types.text
+
+
+def assert_chat_asyncapi(document: Any) -> None:
+    """An AsyncAPI 3.0 document of the demo's ``/chat``: what it receives, and what it emits (``@emits``)."""
+    assert document["asyncapi"] == "3.0.0"
+    assert [channel["address"] for channel in document["channels"].values()] == ["/chat"]
+    for operation in ("chat.receive.join", "chat.receive.say", "chat.send.message", "chat.send.typing"):
+        assert operation in document["operations"], operation
+
+
 async def test_the_socketio_client_bundle_is_served_from_the_file_given(tmp_path: Path) -> None:
     bundle = tmp_path / "socket.io.min.js"
     bundle.write_text("/* not ours: the user's copy of socket.io-client */")
@@ -333,6 +356,15 @@ async def test_the_page_groups_messages_draws_avatars_and_shows_who_is_offline()
             await switch.click(force=True)  # aria-disabled: Playwright would wait for it to be enabled
             await expect(ada.locator("#notice")).to_contain_text("start the demo with --socketio-client")
             assert "wire=" not in ada.url
+            # The schema links: the AsyncAPI document and the TypeScript types the router serves.
+            asyncapi = ada.locator("#contract a", has_text="AsyncAPI")
+            await expect(asyncapi).to_be_visible()
+            document = await ada.context.request.get(await asyncapi.evaluate("(a) => a.href"))
+            assert document.ok and document.headers["content-type"].startswith("application/json")
+            assert_chat_asyncapi(await document.json())
+            types = await ada.context.request.get(await ada.locator("#contract a", has_text="types.d.ts").evaluate(
+                "(a) => a.href"))
+            assert types.ok and "export interface ChatServerEvents" in await types.text()
             login = await ada.context.new_page()  # a tab of its own: not signed in
             await login.goto(node.http + "/?wire=socketio")
             await expect(login.locator("#wire-note")).to_contain_text("--socketio-client")

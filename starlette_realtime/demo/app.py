@@ -5,7 +5,8 @@
   Anyone may pick any free-form name: this is a demo, not a login.
 * ``/realtime`` is the :class:`~starlette_realtime.RealtimeRouter` (the page imports the
   browser client from ``/realtime/client.js``).  It also serves the official Socket.IO
-  clients at ``/realtime/socket.io/``, with connection state recovery.
+  clients at ``/realtime/socket.io/``, with connection state recovery, and the app's contract,
+  ``/realtime/asyncapi.json`` (AsyncAPI 3.0) and ``/realtime/types.d.ts``, which the page links to.
 * ``/`` and ``/static/`` serve the page; ``/config.json`` tells it which clients it may use.
 * ``/vendor/socket.io.min.js`` serves socket.io-client's browser bundle from the file given
   as ``socketio_client``, for the page's ``?wire=socketio`` mode (404 without one): the
@@ -44,6 +45,7 @@ from starlette.types import ASGIApp
 from ..auth import SignedTokenAuth
 from ..backends import Backend
 from ..connection import Connection
+from ..contract import emits
 from ..dashboard import DashboardEndpoint, dashboard_app
 from ..dispatch import on_event
 from ..endpoint import RealtimeEndpoint
@@ -87,6 +89,14 @@ class Message(msgspec.Struct):
     user: str
     text: str
     ts: float
+
+
+class TypingNotice(msgspec.Struct):
+    """Who is (or stopped) typing in a room, as the others in it get it."""
+
+    room: str
+    user: str
+    typing: bool
 
 
 class Joined(msgspec.Struct):
@@ -139,6 +149,7 @@ def check_room(room: str) -> str:
     return room
 
 
+@emits(message=Message, typing=TypingNotice)
 class ChatEndpoint(PresenceMixin, RealtimeEndpoint):
     """The ``/chat`` namespace: rooms, messages with history, typing notices and presence.
 
@@ -191,7 +202,7 @@ class ChatEndpoint(PresenceMixin, RealtimeEndpoint):
     async def typing(self, conn: Connection, notice: Typing) -> None:
         """Tell the others in the room that this user is (or stopped) typing; never kept."""
         if notice.room in conn.rooms:
-            data = {"room": notice.room, "user": _user(conn), "typing": notice.typing}
+            data = TypingNotice(notice.room, _user(conn), notice.typing)
             await conn.to(notice.room).emit("typing", data, volatile=True)
 
 
@@ -266,7 +277,7 @@ def create_app(
             without it the page's switch to socket.io-client is disabled.
         **router_options: other :class:`~starlette_realtime.RealtimeRouter` options
             (``ping_interval``, ``recovery_window``...); by default the router also serves
-            Socket.IO clients, with recovery.
+            Socket.IO clients, with recovery, and its contract (``contract=True``).
 
     Returns:
         The Starlette app and the router mounted at ``/realtime`` (pass it to
@@ -282,8 +293,8 @@ def create_app(
     tokens = SignedTokenAuth(key, max_age=token_max_age)
     chat = ChatEndpoint(tokens=tokens, history=History(size=history))
     endpoints: list[RealtimeEndpoint | type[RealtimeEndpoint]] = [chat, DashboardEndpoint] if dashboard else [chat]
-    # Both wires; a caller's own options win.
-    options: dict[str, Any] = {"socketio": SocketIOOptions(recovery=True)} | router_options
+    # Both wires, and the contract the page links to; a caller's own options win.
+    options: dict[str, Any] = {"socketio": SocketIOOptions(recovery=True), "contract": True} | router_options
     realtime = RealtimeRouter(endpoints, backend=backend, secret_key=key, **options)
     app = Starlette(
         routes=[
@@ -302,4 +313,4 @@ def create_app(
     return app, realtime
 
 
-__all__ = ["ChatEndpoint", "History", "Joined", "Message", "Say", "Typing", "create_app"]
+__all__ = ["ChatEndpoint", "History", "Joined", "Message", "Say", "Typing", "TypingNotice", "create_app"]
