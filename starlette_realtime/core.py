@@ -34,7 +34,7 @@ from .frames import (
     Ping,
     Pong,
 )
-from .limits import Limits
+from .limits import Limits, TokenBucket
 
 #: The reserved client event that carries a fresh credential (docs/protocol.md).
 AUTH_EVENT = "$auth"
@@ -42,37 +42,6 @@ AUTH_EVENT = "$auth"
 #: Per namespace, per event name: the handler's own rate limit ``(rate, burst)``, or ``None``
 #: for the connection's shared bucket.  An event missing from a namespace's table has no handler.
 EventRules = Mapping[str, Mapping[str, tuple[float, int | None] | None]]
-
-
-
-# Token buckets --------------------------------------------------------------------
-
-
-class TokenBucket:
-    """A token bucket: ``rate`` tokens per second, at most ``burst`` saved up.  Pure: the caller passes the time."""
-
-    __slots__ = ("burst", "rate", "stamp", "tokens")
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = burst
-        self.stamp = now
-
-    def take(self, now: float) -> bool:
-        """Take one token; ``False`` when the bucket is empty."""
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
-
-    def __repr__(self) -> str:
-        return f"TokenBucket(rate={self.rate}, burst={self.burst}, tokens={self.tokens:.1f})"
-
-
-# The core ---------------------------------------------------------------------------------
 
 
 class NamespaceState(enum.Enum):

@@ -1,7 +1,8 @@
 """The limits a router enforces, and the payload checks made before decoding.
 
 Limits only give verdicts: the session core (:mod:`starlette_realtime.core`)
-charges the token buckets and decides to close a socket.
+charges the token buckets (:class:`TokenBucket`, pure: the caller passes the
+time) and decides to close a socket.
 """
 
 from __future__ import annotations
@@ -162,3 +163,27 @@ def _msgpack_exceeds(raw: bytes, limit: int) -> bool:
                 return False
             todo = stack.pop()
     return False
+
+
+class TokenBucket:
+    """A token bucket: ``rate`` tokens per second, at most ``burst`` saved up.  Pure: the caller passes the time."""
+
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.stamp = now
+
+    def take(self, now: float) -> bool:
+        """Take one token; ``False`` when the bucket is empty."""
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+    def __repr__(self) -> str:
+        return f"TokenBucket(rate={self.rate}, burst={self.burst}, tokens={self.tokens:.1f})"

@@ -22,6 +22,7 @@ from typing import Any
 import anyio
 import msgspec
 
+from . import status
 from .backends.base import Publication
 from .codec import Codec, JsonCodec, MsgpackCodec
 from .exceptions import AckError, CallTimeout
@@ -101,7 +102,7 @@ class TestConnection:
             if frame.id is not None:
                 handler = self.handlers.get(frame.event)
                 if handler is None:
-                    reply = Ack(self.namespace, frame.id, self.codec.null, ErrorInfo("unknown_event"))
+                    reply = Ack(self.namespace, frame.id, self.codec.null, ErrorInfo(status.UNKNOWN_EVENT))
                 else:
                     reply = Ack(self.namespace, frame.id, self.codec.encode_payload(handler(data)))
                 self._put(reply)

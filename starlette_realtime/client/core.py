@@ -22,7 +22,7 @@ from ..frames import Ack, Connected, ConnectError, Disconnect, Error, ErrorInfo,
 from .errors import ClientClosed, ConnectRefused, NamespaceNotOpen
 from .handlers import EventMeta, Handlers
 from .loop import ClientState, ConnectionLoop
-from .namespace import DUPLICATE, NamespaceState, resolve_auth
+from .namespace import NamespaceState, resolve_auth
 from .stats import WireStats
 
 logger = logging.getLogger(__name__)
@@ -227,7 +227,7 @@ class ClientCore:
             return
         # A plain emit has nobody waiting: an error must still not vanish silently.  ``duplicate``
         # says it was handled already, which is all an emit asks for.
-        if frame.error.code == DUPLICATE:
+        if frame.error.code == status.DUPLICATE:
             logger.debug("emit %r on %s: handled already (duplicate)", item.event, frame.ns)
             return
         logger.warning("emit %r on %s was refused: %s %s", item.event, frame.ns, frame.error.code, frame.error.message)

@@ -21,10 +21,6 @@ from .outgoing import Outgoing, Pending, Positions
 #: every (re)connect. A string is sent as ``{"token": value}``.
 AuthProvider = Any
 
-#: The error code of an ack whose answer the server no longer has (issue 12's dedup contract).
-DUPLICATE = "duplicate"
-
-
 async def resolve_auth(provider: AuthProvider) -> Any:
     """The payload to send now: the provider's value (called and awaited when it is callable)."""
     value = provider() if callable(provider) else provider
