@@ -88,7 +88,6 @@ class Link(Supervision):
 
     __slots__ = (
         "__weakref__",
-        "_idle",
         "_inline",
         "_loop_ran",
         "_reader",
@@ -165,9 +164,8 @@ class Link(Supervision):
                     if self.busy and (close is None or close[0] == status.WS_4008_SUPERSEDED):
                         # The client went away while handlers ran: let them finish, so that
                         # their answers are kept for the resend after its reconnect.
-                        self._idle = anyio.Event()
                         with anyio.move_on_after(cfg.handler_grace):
-                            await self._idle.wait()
+                            await self.wait_idle()
                 finally:
                     tg.cancel_scope.cancel()
         finally:
@@ -243,6 +241,8 @@ class Link(Supervision):
                         inline_handler.reset(token)
                         self.busy -= 1
                         self._inline = False
+                        if self._idle is not None and not self.busy:  # someone waits (wait_idle)
+                            self._idle.set()
                 elif kind_ is Refuse:
                     metrics.event_rejected(action.ns, action.event, action.code)  # type: ignore[attr-defined]
                     if action.reply is not None:  # type: ignore[attr-defined]

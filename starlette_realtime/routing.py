@@ -136,6 +136,7 @@ class RealtimeRouter(ClusterOperations):
         for instance in self.endpoints.values():
             instance.attach(self, self.publisher)
         self.links: set[Link] = set()
+        self._drained: anyio.Event | None = None  # set once the last link is gone, while shutting down
         #: The app's contract served under the mount (docs/contract.md), when ``contract=True``.
         self.contract = ContractFiles(self) if contract else None
         #: The Socket.IO endpoint at ``/socket.io/`` (docs/socketio.md), when ``socketio=True``.
@@ -277,14 +278,15 @@ class RealtimeRouter(ClusterOperations):
         links = list(self.links)
         for start in range(0, len(links), cfg.shutdown_batch):
             for link in links[start : start + cfg.shutdown_batch]:
-                while link.busy and self.clock() < deadline:
-                    await anyio.sleep(0.01)
+                with anyio.move_on_after(max(0.0, deadline - self.clock())):
+                    await link.wait_idle()
                 link.abort(status.WS_1001_GOING_AWAY, "server shutdown")
             if start + cfg.shutdown_batch < len(links):
                 await anyio.sleep(cfg.shutdown_interval)
-        with anyio.move_on_after(max(0.0, deadline - self.clock()) + 1.0):
-            while self.links:
-                await anyio.sleep(0.01)
+        if self.links:
+            self._drained = anyio.Event()
+            with anyio.move_on_after(max(0.0, deadline - self.clock()) + 1.0):
+                await self._drained.wait()
         if self._lazy_task is not None:
             self._lazy_task.cancel()
             self._lazy_task = None
@@ -352,6 +354,8 @@ class RealtimeRouter(ClusterOperations):
             raise
         finally:
             self.links.discard(link)
+            if not self.links and self._drained is not None:
+                self._drained.set()
             if link.remote_code is None:
                 code, reason = link.close_with or (status.WS_1000_NORMAL_CLOSURE, "")
                 # uvicorn's send waits until the transport drains: a slow consumer's close

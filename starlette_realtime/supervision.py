@@ -50,7 +50,7 @@ class _Node(Protocol):
 class Supervision:
     """Closing and supervising one socket without awaiting (a base of ``Link``)."""
 
-    __slots__ = ("busy", "close_with", "expires_at")
+    __slots__ = ("_idle", "busy", "close_with", "expires_at")
 
     #: Handlers running now (shutdown and a dropped socket wait for them).
     busy: int
@@ -168,6 +168,14 @@ class Supervision:
             self.busy -= 1
             if not self.busy and self._idle is not None:
                 self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return once no handler of this socket runs (at once when none does)."""
+        if self.busy:
+            idle = self._idle
+            if idle is None or idle.is_set():  # an event set earlier says nothing about now
+                idle = self._idle = anyio.Event()
+            await idle.wait()
 
 
 

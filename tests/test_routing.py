@@ -14,7 +14,7 @@ from conftest import ServerThread, serve
 from starlette.applications import Starlette
 from websockets.exceptions import ConnectionClosed
 
-from starlette_realtime import AckError, Connection, RealtimeEndpoint, RealtimeRouter
+from starlette_realtime import AckError, Connection, RealtimeEndpoint, RealtimeRouter, on_event
 from starlette_realtime.client import RealtimeClient
 
 ENCODINGS = ["json", "msgpack"]
@@ -332,6 +332,57 @@ async def test_graceful_shutdown_closes_with_1001_in_batches() -> None:
     assert [code for code, _ in closes] == [1001] * 6
     times = sorted(t for _, t in closes)
     assert times[-1] - times[0] >= 0.3  # three batches, 0.2 s apart
+
+
+class _Slow(RealtimeEndpoint):
+    namespace = "/slow"
+
+    @on_event("work")
+    async def work(self, conn: Connection, seconds: float) -> str:
+        await asyncio.sleep(seconds)
+        return "done"
+
+
+@pytest.mark.parametrize("concurrent", [False, True])
+async def test_graceful_shutdown_lets_a_running_handler_answer_before_it_closes_its_socket(concurrent: bool) -> None:
+    import threading
+
+    import uvicorn
+    from conftest import free_port
+
+    from starlette_realtime.server import Server
+
+    class Slow(_Slow):
+        work = on_event("work", concurrent=concurrent)(_Slow.work)
+
+    realtime = RealtimeRouter([Slow], shutdown_timeout=10.0)
+    app = Starlette(lifespan=realtime.lifespan)
+    app.mount("/realtime", realtime)
+    port = free_port()
+    server = Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"), [realtime])
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    await until(lambda: server.started, timeout=10)
+    got: list[Any] = []
+    async with asyncio.timeout(20):
+        async with websockets.connect(f"ws://127.0.0.1:{port}/realtime/", subprotocols=["rt.v1.json"]) as ws:  # type: ignore[list-item]
+            await ws.recv()
+            await ws.send(json.dumps([1, "/slow", None]))
+            await ws.recv()
+            await ws.send(json.dumps([5, "/slow", "work", 0.5, 1]))
+            await until(lambda: realtime.stats()["links"] == 1 and any(link.busy for link in realtime.links))
+            server.should_exit = True
+            try:
+                while True:
+                    got.append(json.loads(await ws.recv()))
+            except ConnectionClosed as exc:
+                code = exc.rcvd.code if exc.rcvd else None
+        await asyncio.to_thread(thread.join, 10)
+    # The answer went out first, then the 1001; the shutdown waited on the handler, not on its time-out.
+    assert [6, "/slow", 1, "done"] in [frame[:4] for frame in got]
+    assert code == 1001
+    assert not thread.is_alive()
+    assert realtime.stats()["links"] == 0
 
 
 class _Crashes(RealtimeEndpoint):
