@@ -1,11 +1,12 @@
 """100,000 idle connections on this machine: several processes of ours on Redis (issue 15, item 5).
 
     python -m benchmarks.capacity_100k [--conns 100000] [--nodes 6] [--hold 100] [--ping-interval 25]
-                                       [--redis redis|cluster] [--smoke]
+                                       [--redis redis|cluster|none] [--smoke]
 
 One process here may hold at most 20,000 open files, so ``--nodes`` uvicorn processes of servers/ours.py share the
 connections (100,000 over 6: 16,667 each), each on its own port, all on one redis-server of our own
-(``--redis cluster``: on a local Redis Cluster of three masters and three replicas, through ``redis+cluster://``).
+(``--redis cluster``: on a local Redis Cluster of three masters and three replicas, through ``redis+cluster://``;
+``--redis none --nodes 1``: one process on ``memory://``, the idle heartbeat's own cost).
 The load comes from client processes of the harness (picows on uvloop), each from its own 127.0.0.x address, 16
 handshakes in flight each, retrying a retryable CONNECT_ERROR (up to ``--retries`` times, with backoff) as the real
 clients do.
@@ -33,6 +34,8 @@ from .capacity_cluster import write_results
 
 
 def _redis_pids(redis: Any) -> list[int]:
+    if redis is None:
+        return []
     return [n.proc.pid for n in redis.nodes if n.alive] if hasattr(redis, "nodes") else [redis.pid]
 
 
@@ -45,13 +48,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     every_cpu = set(os.sched_getaffinity(0))
     env = {"BENCH_PING_INTERVAL": str(args.ping_interval), "BENCH_PING_TIMEOUT": str(args.ping_timeout)}
     out: dict[str, Any] = {"conns": args.conns, "nodes": args.nodes, "client_procs": procs, "redis": args.redis,
-                           "ping_interval": args.ping_interval, "hold_s": args.hold}
+                           "ping_interval": args.ping_interval, "hold_s": args.hold, "ws": args.ws}
     if args.redis == "cluster":
         sys.path.insert(0, str(h.Path(__file__).resolve().parent.parent / "tests"))
         from redis_cluster import LocalRedisCluster
 
         redis: Any = LocalRedisCluster(node_timeout_ms=5000).start()
         env["BENCH_BACKEND"] = redis.url
+    elif args.redis == "none":
+        redis = None  # memory:// on one node: the heartbeat's own cost, nothing written to Redis
     else:
         redis = h.RedisProc(cpus=every_cpu).__enter__()
         env["BENCH_BACKEND"] = redis.url
@@ -111,7 +116,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             node.stop()
         if args.redis == "cluster":
             redis.stop()
-        else:
+        elif redis is not None:
             redis.__exit__(None, None, None)
     return out
 
@@ -121,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--conns", type=int, default=100_000)
     p.add_argument("--nodes", type=int, default=6, help="uvicorn processes of ours (each at most ~19,900 conns)")
-    p.add_argument("--redis", choices=["redis", "cluster"], default="redis", help="one redis-server or a local cluster")
+    p.add_argument("--redis", choices=["redis", "cluster", "none"], default="redis",
+                   help="one redis-server, a local cluster, or none (memory://, one node)")
     p.add_argument("--hold", type=float, default=100.0, help="seconds the connections idle (>= 4 ping intervals)")
     p.add_argument("--ping-interval", type=float, default=25.0, help="the heartbeat (the library's default)")
     p.add_argument("--ping-timeout", type=float, default=20.0)
@@ -131,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=16, help="handshakes in flight per client process")
     p.add_argument("--connect-timeout", type=float, default=900.0)
     p.add_argument("--check-timeout", type=float, default=90.0)
+    p.add_argument("--ws", default="websockets-sansio", choices=["websockets-sansio", "preframed"],
+                   help="uvicorn's WebSocket protocol (preframed: the library's fast path, docs/deployment.md)")
     p.add_argument("--smoke", action="store_true", help="200 connections on 2 nodes, short hold; results in tmp/")
     p.add_argument("--out", help="results file (default results/capacity_100k.json)")
     args = p.parse_args(argv)
@@ -141,10 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     if h.ws_connect is None:
         print("picows is not installed: pip install -r benchmarks/requirements.txt", file=sys.stderr)
         return 2
+    if args.redis == "none" and args.nodes != 1:
+        print("--redis none is one node on memory:// (such nodes share nothing): use --nodes 1", file=sys.stderr)
+        return 2
     if args.conns / args.nodes > 19_500:
         print(f"{args.conns / args.nodes:,.0f} connections per node: over the 20,000 open files of a process",
               file=sys.stderr)
         return 2
+    h.STACK.ws = args.ws
     h._pin(h.CLIENT_CPU)  # the orchestrator and the client processes it forks keep to the client core
     started = time.time()
     r = run(args)
@@ -161,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         failures.append(f"{r['heartbeats_per_conn']:.1f} heartbeats per connection, expected >= {expect_pings}")
     table = "\n".join([
         f"\n## capacity_100k: {args.conns:,} idle connections over {args.nodes} processes of ours on "
-        f"{'a local Redis Cluster' if args.redis == 'cluster' else 'one redis-server'}", "",
+        f"{ {'cluster': 'a local Redis Cluster', 'none': 'memory://'}.get(args.redis, 'one redis-server')}", "",
         "| opened | per node | handshakes/s | KiB/conn (with Redis) | heartbeats/conn in the hold | "
         "answered after | closed | idle CPU (cores) |",
         "|---|---|---|---|---|---|---|---|",
