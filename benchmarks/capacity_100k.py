@@ -40,7 +40,7 @@ def _redis_pids(redis: Any) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    spec = h.SERVERS["ours"]
+    spec = h.SERVERS[args.server]
     procs = max(args.nodes, math.ceil(args.conns / args.conns_per_proc))
     procs = math.ceil(procs / args.nodes) * args.nodes  # the same number of client processes per node
     counts = h.split(args.conns, procs)
@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     every_cpu = set(os.sched_getaffinity(0))
     env = {"BENCH_PING_INTERVAL": str(args.ping_interval), "BENCH_PING_TIMEOUT": str(args.ping_timeout)}
     out: dict[str, Any] = {"conns": args.conns, "nodes": args.nodes, "client_procs": procs, "redis": args.redis,
-                           "ping_interval": args.ping_interval, "hold_s": args.hold, "ws": args.ws}
+                           "ping_interval": args.ping_interval, "hold_s": args.hold, "ws": args.ws,
+                           "server": args.server}
     if args.redis == "cluster":
         sys.path.insert(0, str(h.Path(__file__).resolve().parent.parent / "tests"))
         from redis_cluster import LocalRedisCluster
@@ -137,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=16, help="handshakes in flight per client process")
     p.add_argument("--connect-timeout", type=float, default=900.0)
     p.add_argument("--check-timeout", type=float, default=90.0)
+    p.add_argument("--server", default="ours", choices=["ours", "ours-base"],
+                   help="ours-base: the same server on the package in BENCH_BASE_TREE (a before/after run)")
     p.add_argument("--ws", default="websockets-sansio", choices=["websockets-sansio", "preframed"],
                    help="uvicorn's WebSocket protocol (preframed: the library's fast path, docs/deployment.md)")
     p.add_argument("--smoke", action="store_true", help="200 connections on 2 nodes, short hold; results in tmp/")

@@ -13,6 +13,7 @@ and every trace of it removed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -28,7 +29,7 @@ from .connection import Connection, ConnectionState
 from .core import Close, CloseNamespace, DedupWindow, Dispatch, Open, Refuse, Resolve, Send, SessionCore
 from .exceptions import AckError, CallTimeout, ProtocolError, Rejected
 from .fastpath import preframed
-from .frames import Ack, Connect, ConnectError, Disconnect, Event, Frame
+from .frames import Ack, Connect, ConnectError, Disconnect, Event, Frame, Pong
 from .logs import log_fields
 from .metrics import Metrics
 from .outbox import Outbox, Overflow
@@ -119,6 +120,7 @@ class Link(Supervision):
         self.codec = wire
         self.core = core
         cfg = node.config
+        fast = preframed(scope)
         self.outbox = Outbox(
             send,
             max_messages=cfg.max_queue_messages,
@@ -126,17 +128,16 @@ class Link(Supervision):
             overflow=Overflow(cfg.overflow),
             on_overflow=self._overflowed,
             on_drop=node.metrics.dropped,
-            preframed=preframed(scope),
+            preframed=fast,
         )
+        if fast is not None and fast.intercept is not None:  # PONGs seen in the server's reader: no task switch
+            pong = wire.encode(Pong())
+            fast.intercept(pong, wire.binary, functools.partial(self.pong_seen, len(pong)))
         self.connections: dict[str, Connection] = {}
         self.calls = Calls()
-        #: Handlers running now (shutdown and a dropped socket wait for them).
-        self.busy = 0
-        #: Why the server is closing this socket: (close code, reason), or None.
+        self.busy = 0  # busy, close_with, expires_at: see Supervision
         self.close_with: tuple[int, str] | None = None
         self.remote_code: int | None = None
-        #: The earliest credential expiry of its connections (seconds since the epoch), or
-        #: None; the node's heartbeat loop checks it, so no timer runs per connection.
         self.expires_at: float | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._reader: anyio.CancelScope | None = None

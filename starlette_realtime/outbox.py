@@ -20,13 +20,23 @@ import enum
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from typing import Any
+from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-#: A server's pre-framed writer: ``write(frame) -> bool`` (``False`` while paused) and ``send(frame)``.
-Preframed = tuple[Callable[[bytes], bool], Callable[[bytes], Awaitable[None]]]
+
+
+class Preframed(Protocol):
+    """A server's pre-framed writer (:class:`starlette_realtime.fastpath.Preframed`)."""
+
+    @property
+    def write(self) -> Callable[[bytes], bool]:
+        """Write a frame now; ``False`` (nothing written) while the transport is paused."""
+
+    @property
+    def send(self) -> Callable[[bytes], Awaitable[None]]:
+        """Wait while the transport is paused, then write a frame."""
 
 #: The backlog of an outbox that never queued: see ``Outbox.__init__``.
 _NO_QUEUE: Any = ()
@@ -95,7 +105,7 @@ class Outbox:
         self._write: Callable[[bytes], bool] | None = None
         self._send_frame: Callable[[bytes], Awaitable[None]] | None = None
         if preframed is not None:
-            self._write, self._send_frame = preframed
+            self._write, self._send_frame = preframed.write, preframed.send
         # The backlog, created on first use: an empty deque costs ~600 bytes (its first
         # block), and most connections never queue anything (their sends complete at once).
         # Until then an empty tuple answers len(), truth tests and iteration the same way.

@@ -43,6 +43,7 @@ _CLOSE_METRIC = {
 
 class _Node(Protocol):
     metrics: Metrics
+    clock: Callable[[], float]
 
     def ping(self, wire: Wire) -> tuple[dict[str, Any], int, bytes]: ...
 
@@ -92,6 +93,12 @@ class Supervision:
         if self.expires_at is not None:
             due = min(due, now + max(0.0, self.expires_at - wall))
         return due
+
+    def pong_seen(self, size: int) -> None:
+        """The client answered a PING (a message of ``size`` bytes), seen by the server's reader
+        (the pre-framed extension's ``intercept``): the same as a PONG read by the link."""
+        self.node.metrics.message_in(size)
+        self.core.last_received = self.node.clock()
 
     def _close(self, action: Close) -> None:
         metric = _CLOSE_METRIC.get(action.code)

@@ -495,6 +495,45 @@ def test_a_broadcast_is_byte_identical_on_both_paths(subprotocol: str) -> None:
             plain.close()
 
 
+@pytest.mark.parametrize("subprotocol", ["rt.v1.json", "rt.v1.msgpack"])
+@pytest.mark.parametrize("fast", [True, False], ids=["preframed", "websockets-sansio"])
+def test_the_heartbeats_answer_is_handled_in_the_servers_reader(subprotocol: str, fast: bool) -> None:
+    # A PONG is intercepted by the pre-framed protocol (no ASGI message, no task switch) and still
+    # keeps the socket alive; on uvicorn's own protocol it reaches the application as before.
+    app, realtime = make_realtime_app(ping_interval=0.1, ping_timeout=0.4)
+    seen: list[Any] = []
+
+    async def watched(scope: Any, receive: Any, send: Any) -> None:
+        async def counted() -> Any:
+            message = await receive()
+            if message["type"] == "websocket.receive":
+                seen.append(message.get("text") or message.get("bytes"))
+            return message
+
+        await app(scope, counted, send)
+
+    pong = msgspec.msgpack.encode([8]) if subprotocol.endswith("msgpack") else "[8]"
+    with serve(watched, ws=PreframedProtocol if fast else "websockets-sansio") as srv:
+        client = RtClient(srv.port, subprotocol)
+        try:
+            pings = 0
+            deadline = time.monotonic() + 1.5  # about fifteen PINGs, each answered within its 0.4 s
+            while time.monotonic() < deadline:
+                if client.decode(client.read_frame())[0] == 7:
+                    client.send([8])
+                    pings += 1
+            client.send([5, "/chat", "echo", "alive", 1])
+            while (answer := client.decode(client.read_frame()))[0] == 7:
+                client.send([8])
+            assert answer[:4] == [6, "/chat", 1, "alive"]
+        finally:
+            client.close()
+    assert pings >= 5
+    pongs = seen.count(pong)
+    assert pongs == (0 if fast else pings), (pongs, pings)
+    assert realtime.stats()["links"] == 0
+
+
 def test_a_receiver_that_stops_reading_is_queued_then_cut_on_the_fast_path() -> None:
     app, realtime = make_realtime_app(max_queue_bytes=256 * 1024, max_queue_messages=10_000)
     with serve(app, ws=SplitProtocol) as srv:

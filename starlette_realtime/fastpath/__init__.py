@@ -16,7 +16,16 @@ two callables, both taking one complete frame (see :func:`ws_frame`):
     path of the ASGI ``send`` callable without the framing.
 
 Both fail as that ``send`` fails: an error once the peer is gone or after
-``websocket.close``.  This module is pure (no server import): a server without
+``websocket.close``.  A third callable is optional:
+
+``intercept(payload, binary, callback)``
+    From now on, a whole message from the client whose payload is exactly
+    ``payload`` (and whose type, binary or text, matches) is not queued for the
+    application: the server calls ``callback()`` from its reader instead.  The
+    library hands it its heartbeat answer (the PONG frame), so that an idle
+    socket's heartbeat wakes no task.  A later call replaces the earlier one.
+
+This module is pure (no server import): a server without
 the extension, such as hypercorn or Starlette's ``TestClient``, simply leaves
 it out and the library sends ASGI messages.
 """
@@ -80,6 +89,8 @@ class Preframed(NamedTuple):
     write: Callable[[bytes], bool]
     #: Wait while the transport is paused, then write.
     send: Callable[[bytes], Awaitable[None]]
+    #: Answer one exact message in the server's reader instead of queueing it, or ``None``.
+    intercept: Callable[[bytes, bool, Callable[[], None]], None] | None = None
 
 
 def preframed(scope: Mapping[str, Any]) -> Preframed | None:
@@ -99,4 +110,5 @@ def preframed(scope: Mapping[str, Any]) -> Preframed | None:
     send = entry.get("send")
     if not callable(write) or not callable(send):
         return None
-    return Preframed(write, send)
+    intercept = entry.get("intercept")
+    return Preframed(write, send, intercept if callable(intercept) else None)

@@ -4,8 +4,10 @@
 :data:`~starlette_realtime.fastpath.EXTENSION` ASGI extension: a frame the
 application built once (:func:`~starlette_realtime.fastpath.ws_frame`) goes
 straight to the transport, without the ASGI ``send`` coroutine, websockets'
-frame serialisation, ``data_to_send()`` and a join per socket.  Everything
-else (handshake, reading, pings, closing) is uvicorn's.
+frame serialisation, ``data_to_send()`` and a join per socket; and the one
+message the application asked to intercept (its heartbeat answer) is answered
+by a callback in the reader, without queueing it and waking the application's
+task.  Everything else (handshake, reading, pings, closing) is uvicorn's.
 
 Use it with ``uvicorn app:app --ws starlette_realtime.fastpath.uvicorn:PreframedProtocol``
 or ``uvicorn.Config(app, ws=PreframedProtocol)``; ``starlette_realtime.server.run``
@@ -16,6 +18,7 @@ does by default when the installed uvicorn is one this module is tested with
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import uvicorn
 from uvicorn.protocols.utils import ClientDisconnected
@@ -47,8 +50,26 @@ class PreframedProtocol(WebSocketsSansIOProtocol):
             extensions = self.scope.get("extensions")
             if extensions is None:
                 extensions = self.scope["extensions"] = {}
-            extensions[EXTENSION] = {"write": self.write_frame, "send": self.send_frame}
+            extensions[EXTENSION] = {"write": self.write_frame, "send": self.send_frame, "intercept": self.intercept}
         await super().run_asgi()
+
+    #: The intercepted message: (payload, "text" or "bytes", callback), or None.
+    _intercepted: tuple[bytes, str, Callable[[], None]] | None = None
+
+    def intercept(self, payload: bytes, binary: bool, callback: Callable[[], None]) -> None:
+        """Answer every whole message equal to ``payload`` (of that type) with ``callback()`` instead of
+        queueing it for the application."""
+        self._intercepted = (payload, "bytes" if binary else "text", callback)
+
+    def send_receive_event_to_app(self) -> None:
+        intercepted = self._intercepted
+        if intercepted is not None and len(self.frames) == 1 and not self.close_sent:
+            payload, kind, callback = intercepted
+            if self.curr_msg_data_type == kind and self.frames[0] == payload:
+                self.frames = []
+                callback()
+                return
+        super().send_receive_event_to_app()
 
     def write_frame(self, frame: bytes) -> bool:
         """Write one complete frame now; ``False`` (nothing written) while writing is paused.
