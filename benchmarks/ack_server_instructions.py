@@ -55,7 +55,11 @@ def _wait_listening(port: int, proc: subprocess.Popen[str], timeout: float) -> N
 
 
 async def _client(url: str, first: int, count: int) -> None:
-    async with connect(url, subprotocols=["rt.v1.json"], max_size=None) as ws:  # type: ignore[list-item]
+    # No keepalive pings of the client's own (they would add work that depends on time), and a server under
+    # valgrind may take a while to answer its first handshakes.
+    async with connect(
+        url, subprotocols=["rt.v1.json"], max_size=None, ping_interval=None, open_timeout=300  # type: ignore[list-item]
+    ) as ws:
         await ws.recv()  # HELLO
         await ws.send('[1,"/bench",null]')
         while json.loads(await ws.recv())[0] != 2:  # CONNECTED
