@@ -61,6 +61,12 @@ class PreframedProtocol(WebSocketsSansIOProtocol):
         queueing it for the application."""
         self._intercepted = (payload, "bytes" if binary else "text", callback)
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        # The callback refers to the application's socket object, which refers to this protocol (its writer):
+        # let go of it with the connection, so that neither waits for the collector.
+        self._intercepted = None
+        super().connection_lost(exc)
+
     def send_receive_event_to_app(self) -> None:
         intercepted = self._intercepted
         if intercepted is not None and len(self.frames) == 1 and not self.close_sent:
