@@ -169,9 +169,14 @@ def _instructions(tree: Path | None, args: argparse.Namespace, acks: int) -> int
     cmd = [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", *_child_cmd(args, acks)]
     run = subprocess.run
     out = run(cmd, env=_env(tree), cwd=tree or REPO, check=True, capture_output=True, text=True, timeout=1800)
-    found = re.search(r"Collected : (\d+)", out.stderr)
+    return callgrind_total(out.stderr)
+
+
+def callgrind_total(stderr: str) -> int:
+    """The instruction count callgrind printed at the end of a run (``Collected : N``)."""
+    found = re.search(r"Collected : (\d+)", stderr)
     if found is None:
-        raise SystemExit(f"callgrind printed no total:\n{out.stderr[-2000:]}")
+        raise SystemExit(f"callgrind printed no total:\n{stderr[-2000:]}")
     return int(found.group(1))
 
 

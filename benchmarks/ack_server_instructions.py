@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -30,15 +29,11 @@ from pathlib import Path
 
 from websockets.asyncio.client import connect
 
+from .ack_cost import callgrind_total
+from .common import HOST, UVICORN_ARGS, free_port
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-HOST = "127.0.0.1"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_listening(port: int, proc: subprocess.Popen[str], timeout: float) -> None:
@@ -78,14 +73,13 @@ def _run(tree: Path | None, conns: int, acks: int, start_timeout: float) -> int:
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         raise SystemExit("this needs valgrind (apt install valgrind)")
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, BENCH_PING_INTERVAL="25", BENCH_PING_TIMEOUT="20")
     env["PYTHONPATH"] = os.pathsep.join(str(p) for p in ([tree] if tree else []) + [REPO])
     cmd = [
         valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null",
-        sys.executable, "-m", "uvicorn", "ours:app", "--app-dir", str(HERE / "servers"),
-        "--host", HOST, "--port", str(port), "--loop", "uvloop", "--ws", "websockets-sansio",
-        "--log-level", "warning", "--no-access-log", "--ws-ping-interval", "0",
+        sys.executable, "-m", "uvicorn", "ours:app", "--app-dir", str(HERE / "servers"), "--port", str(port),
+        *UVICORN_ARGS,
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, cwd=tree or REPO, stderr=subprocess.PIPE, text=True)
     try:
@@ -103,10 +97,7 @@ def _run(tree: Path | None, conns: int, acks: int, start_timeout: float) -> int:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    found = re.search(r"Collected : (\d+)", err)
-    if found is None:
-        raise SystemExit(f"callgrind printed no total:\n{err[-2000:]}")
-    return int(found.group(1))
+    return callgrind_total(err)
 
 
 def _per_ack(tree: Path | None, args: argparse.Namespace) -> float:
