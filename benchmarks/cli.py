@@ -58,8 +58,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--slow-payload", type=int, default=1024)
     p.add_argument("--slow-duration", type=float, default=10.0)
     p.add_argument("--nodes", type=int, default=3, help="cluster: nodes of ours on one redis-server (2-4)")
-    p.add_argument("--asgi-server", choices=["uvicorn", "granian"], default="uvicorn",
-                   help="ASGI server of the Python servers (granian: one worker, one runtime thread, uvloop)")
+    p.add_argument("--asgi-server", choices=["uvicorn", "granian", "hypercorn"], default="uvicorn",
+                   help="ASGI server of the Python servers (granian: one worker, one runtime thread, uvloop; "
+                        "hypercorn: one worker, uvloop)")
     p.add_argument("--ws", default="websockets-sansio",
                    choices=["websockets-sansio", "websockets", "wsproto", "preframed"],
                    help="uvicorn's WebSocket implementation for the Python servers (preframed: the library's "

@@ -57,14 +57,18 @@ STACK = Stack()
 WS_IMPORT_PATHS = {"preframed": "starlette_realtime.fastpath.uvicorn:PreframedProtocol"}
 
 
-def uvicorn_args() -> list[str]:
+def uvicorn_args(ws: str | None = None) -> list[str]:
+    """UVICORN_ARGS with the WebSocket implementation of the stack, or ``ws`` (a server that fixes its own)."""
     args = list(UVICORN_ARGS)
-    args[args.index("--ws") + 1] = WS_IMPORT_PATHS.get(STACK.ws, STACK.ws)
+    ws = ws or STACK.ws
+    args[args.index("--ws") + 1] = WS_IMPORT_PATHS.get(ws, ws)
     return args
 
 
 def stack_label() -> str:
-    return "granian + uvloop" if STACK.asgi_server == "granian" else f"uvicorn {STACK.ws} + uvloop"
+    if STACK.asgi_server == "uvicorn":
+        return f"uvicorn {STACK.ws} + uvloop"
+    return f"{STACK.asgi_server} + uvloop"
 
 
 def _pin(cpu: int | None) -> None:

@@ -43,7 +43,7 @@ class Server:
 
     @property
     def pid(self) -> int:
-        """The process that serves (and is measured): the server itself, or granian's worker process."""
+        """The process that serves (and is measured): the server itself, or granian's or hypercorn's worker."""
         assert self.proc is not None
         return getattr(self, "worker_pid", None) or self.proc.pid
 
@@ -63,7 +63,7 @@ class Server:
         return pids
 
     def _find_worker(self, timeout: float = 15.0) -> None:
-        """granian serves from a child process of its supervisor: measure that one."""
+        """granian and hypercorn serve from a child process of their supervisor: measure that one."""
         assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -75,7 +75,7 @@ class Server:
                 self.worker_pid = int(kids[0])
                 return
             time.sleep(0.05)
-        raise RuntimeError(f"{self.spec.key}: granian started no worker process")
+        raise RuntimeError(f"{self.spec.key}: {STACK.asgi_server} started no worker process")
 
     def url(self, host: str = HOST) -> str:
         return f"ws://{host}:{self.port}{self.spec.path}"
@@ -117,7 +117,7 @@ class Server:
                     raise RuntimeError(
                         f"{self.spec.key} server did not listen within {timeout}s:\n{self.log_tail()}") from None
                 time.sleep(0.05)
-        if self.spec.kind == "uvicorn" and STACK.asgi_server == "granian":
+        if self.spec.kind == "uvicorn" and STACK.asgi_server in ("granian", "hypercorn"):
             self._find_worker()
         if STACK.profile_dir is not None and self.spec.kind == "uvicorn":
             self._start_profiler()

@@ -140,7 +140,7 @@ def versions() -> dict[str, Any]:
     except OSError:
         pass
     for pkg in ["uvicorn", "starlette", "websockets", "wsproto", "uvloop", "python-socketio", "python-engineio",
-                "picows", "msgspec", "anyio", "granian", "starlette-realtime"]:
+                "picows", "msgspec", "anyio", "granian", "hypercorn", "starlette-realtime"]:
         try:
             v[pkg] = version(pkg)
         except PackageNotFoundError:

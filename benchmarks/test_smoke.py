@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from conftest import need  # noqa: E402  (the suite's one guard for missing parts)
 
 #: Every Python server runs in every smoke test: a server that cannot start fails the harness, and so the test.
-PYTHON_SERVERS = "raw,socketio,rtmock,ours"
+PYTHON_SERVERS = "raw,socketio,rtmock,ours,ours-fast"
 
 
 @pytest.fixture(autouse=True)
@@ -47,6 +47,12 @@ def test_smoke_node(workload: str) -> None:
     """Node socket.io, the JavaScript peer (``npm ci`` in benchmarks/node)."""
     need("node", "npm packages")
     _run([sys.executable, "-m", "benchmarks.harness", workload, "--smoke", "--servers", "node"])
+
+
+def test_smoke_hypercorn() -> None:
+    """The stack comparison's other ASGI server: raw Starlette and ours on hypercorn (its worker is measured)."""
+    _run([sys.executable, "-m", "benchmarks.harness", "fanout", "--smoke", "--servers", "raw,ours",
+          "--asgi-server", "hypercorn"])
 
 
 def test_smoke_cluster() -> None:

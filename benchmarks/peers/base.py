@@ -26,6 +26,8 @@ class ServerSpec:
     path: str
     kind: str  # uvicorn | node
     target: str  # "module:app" in benchmarks/servers, or a script there
+    #: uvicorn's WebSocket implementation for this server whatever --ws says (``ours-fast``: the fast path).
+    ws: str | None = None
 
     def command(self, port: int) -> list[str]:
         if self.kind == "node":
@@ -36,8 +38,14 @@ class ServerSpec:
             return [sys.executable, "-m", "granian", "--interface", "asgi", "--host", HOST, "--port", str(port),
                     "--workers", "1", "--runtime-threads", "1", "--loop", "uvloop", "--log-level", "warning",
                     "--no-access-log", "--backlog", "2048", "--working-dir", str(SERVERS_DIR), self.target]
+        if STACK.asgi_server == "hypercorn":
+            # One worker process (Server.pid finds it), uvloop; hypercorn sends no WebSocket ping by default.
+            module, app = self.target.split(":")
+            return [sys.executable, "-m", "hypercorn", "--bind", f"{HOST}:{port}", "--workers", "1",
+                    "--worker-class", "uvloop", "--backlog", "2048", "--graceful-timeout", "2", "--log-level",
+                    "warning", f"{SERVERS_DIR / module}:{app}"]
         return [sys.executable, "-m", "uvicorn", self.target, "--app-dir", str(SERVERS_DIR), "--port", str(port),
-                *uvicorn_args()]
+                *uvicorn_args(self.ws)]
 
     def unavailable(self) -> str | None:
         """Why this server cannot run here, or None."""

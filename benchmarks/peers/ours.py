@@ -71,6 +71,9 @@ class RtDialect(Dialect):
 
 SPECS = [
     ServerSpec("ours", "starlette-realtime", "rt", "/ws/", "uvicorn", "ours:app"),  # Mount needs the slash
+    # ours on the library's pre-framed uvicorn protocol (what starlette_realtime.server.run uses), whatever --ws says;
+    # on another ASGI server (--asgi-server) it is plain ASGI like "ours".
+    ServerSpec("ours-fast", "starlette-realtime (fast path)", "rt", "/ws/", "uvicorn", "ours:app", ws="preframed"),
     # ours over its Socket.IO wire, spoken to by the same client as the two socket.io peers.
     ServerSpec("ours-sio", "starlette-realtime (Socket.IO)", "sio", SIO_PATH, "uvicorn", "ours_socketio:app"),
     # ours on the package of the checkout at BENCH_BASE_TREE: before/after comparisons in one run.
