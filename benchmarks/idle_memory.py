@@ -54,7 +54,12 @@ def _type_sizes() -> dict[str, int]:
     return sizes
 
 
-def serve(module: str, port: int, out: Path, frames: int, gc_threshold: str | None = None) -> None:
+#: --ws: uvicorn's default protocol (the harness's setting) or the library's pre-framed one (the fast path).
+WS = {"websockets-sansio": "websockets-sansio", "preframed": "starlette_realtime.fastpath.uvicorn:PreframedProtocol"}
+
+
+def serve(module: str, port: int, out: Path, frames: int, gc_threshold: str | None = None,
+          ws: str = "websockets-sansio") -> None:
     """The server process: uvicorn with tracemalloc; SIGUSR1 takes the baseline, SIGUSR2 writes the difference.
 
     ``frames`` 0: no tracemalloc (the collector's figures alone, at full speed).
@@ -67,7 +72,7 @@ def serve(module: str, port: int, out: Path, frames: int, gc_threshold: str | No
     app = __import__(module).app
     if frames:
         tracemalloc.start(frames)  # after the imports: only the difference between two snapshots is reported
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, loop="uvloop", ws="websockets-sansio",
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, loop="uvloop", ws=WS[ws],
                             ws_ping_interval=None, log_level="warning", access_log=False, backlog=4096,
                             ws_max_size=1048576, lifespan="on")
     server = uvicorn.Server(config)
@@ -198,7 +203,7 @@ def _port() -> int:
 
 
 def measure(server: str, conns: int, *, concurrency: int = 50, settle: float = 2.0, frames: int = 30,
-            gc_threshold: str | None = None) -> dict[str, Any]:
+            gc_threshold: str | None = None, ws: str = "websockets-sansio") -> dict[str, Any]:
     """Start the server, open ``conns`` idle connections, return the per-connection allocation figures."""
     import tempfile
 
@@ -206,7 +211,7 @@ def measure(server: str, conns: int, *, concurrency: int = 50, settle: float = 2
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "diff.json"
         proc = subprocess.Popen([sys.executable, "-m", "benchmarks.idle_memory", "--serve", SERVERS[server],
-                                 "--port", str(port), "--out", str(out), "--frames", str(frames),
+                                 "--port", str(port), "--out", str(out), "--frames", str(frames), "--ws", ws,
                                  *(["--gc-threshold", gc_threshold] if gc_threshold else [])],
                                 cwd=BENCH_DIR.parent)
         try:
@@ -307,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=30,
                    help="traceback depth of tracemalloc; 0: no tracemalloc (the collector's figures only)")
     p.add_argument("--top", type=int, default=25)
+    p.add_argument("--ws", choices=sorted(WS), default="websockets-sansio",
+                   help="uvicorn's WebSocket protocol (preframed: the library's fast path)")
     p.add_argument("--gc-threshold", help="gc.set_threshold() in the server, e.g. 50000,20,100")
     p.add_argument("--json", type=Path, help="also write the figures here")
     p.add_argument("--serve", help=argparse.SUPPRESS)
@@ -314,10 +321,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.serve:
-        serve(args.serve, args.port, args.out, args.frames, args.gc_threshold)
+        serve(args.serve, args.port, args.out, args.frames, args.gc_threshold, args.ws)
         return 0
     result = measure(args.server, args.conns, concurrency=args.concurrency, settle=args.settle, frames=args.frames,
-                     gc_threshold=args.gc_threshold)
+                     gc_threshold=args.gc_threshold, ws=args.ws)
     print(report(result, args.top))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))

@@ -7,7 +7,7 @@ again on the same port; every client reconnects at once with its session and pos
 the new node's first accepted handshake to the last CONNECTED, how many came back ``recovered``, handshakes per
 second, and the node's CPU during the storm.
 
-    python -m benchmarks.reconnect_storm --clients 10000 --procs 4
+    python -m benchmarks.reconnect_storm --clients 10000 --procs 4 --out benchmarks/results/reconnect_storm.json
 """
 
 from __future__ import annotations
@@ -118,6 +118,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=10000)
     parser.add_argument("--procs", type=int, default=4)
+    parser.add_argument("--out", type=Path, help="also write the result (JSON) here")
     args = parser.parse_args()
     with RedisServer() as redis:
         env = {"REDIS_URL": redis.url, "NODE_ID": "storm", "SECRET": "storm-secret"}
@@ -166,6 +167,8 @@ def main() -> None:
             ),
         }
         print(json.dumps(result, indent=2))
+        if args.out is not None:
+            args.out.write_text(json.dumps(result | {"argv": sys.argv[1:], "started": t0}, indent=1) + "\n")
         restarted.terminate(30)
         for proc in workers:
             proc.join(5)

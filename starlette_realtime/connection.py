@@ -39,7 +39,7 @@ class Socket(Protocol):
         ...
 
     def spawn(self, fn: Any, *args: Any) -> None:
-        """Run a coroutine function in the socket's task group."""
+        """Run a coroutine function as a task of the socket (cancelled and waited for when it closes)."""
         ...
 
     def abort(self, code: int, reason: str) -> None:

@@ -5,9 +5,10 @@ session core (:class:`~starlette_realtime.core.SessionCore`: what to do) -> the
 node (open a namespace, run a handler) -> rooms/backend -> hub -> outboxes.
 The way back up is a callback: the node is handed in as a :class:`LinkNode`.
 
-The link runs the reader and the outbox writer in one task group, so they live
-and die together; whatever ends the socket, every namespace on it is closed
-and every trace of it removed.
+The reader runs in the socket's own ASGI task; the outbox writer, concurrent
+handlers and spawned work are tasks the link cancels and waits for when the
+socket ends, so they live and die with it; whatever ends the socket, every
+namespace on it is closed and every trace of it removed.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import anyio
-import anyio.abc
 
 from . import status
 from .calls import Calls
@@ -91,9 +91,7 @@ class Link(Supervision):
         "__weakref__",
         "_inline",
         "_loop_ran",
-        "_reader",
         "_receive",
-        "_tg",
         "calls",
         "codec",
         "connections",
@@ -139,8 +137,10 @@ class Link(Supervision):
         self.close_with: tuple[int, str] | None = None
         self.remote_code: int | None = None
         self.expires_at: float | None = None
-        self._tg: anyio.abc.TaskGroup | None = None
         self._reader: anyio.CancelScope | None = None
+        self._grace: anyio.CancelScope | None = None
+        self._tasks: set[asyncio.Task[Any]] | None = None
+        self._live = True
         self._inline = False
         self._idle: anyio.Event | None = None
         #: Set by a loop callback: whether the event loop ran since the reader last checked (see _read).
@@ -153,26 +153,23 @@ class Link(Supervision):
         """Serve the socket until either side closes it."""
         cfg = self.node.config
         message, size = self.node.hello(self.codec)
+        self.outbox.attach(self.spawn)
         self.outbox.push(message, size)
         try:
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
-                self.outbox.attach(tg.start_soon)
-                try:
-                    with anyio.CancelScope() as self._reader:
-                        await self._read()
-                    close = self.close_with
-                    if self.busy and (close is None or close[0] == status.WS_4008_SUPERSEDED):
-                        # The client went away while handlers ran: let them finish, so that
-                        # their answers are kept for the resend after its reconnect.
-                        with anyio.move_on_after(cfg.handler_grace):
-                            await self.wait_idle()
-                finally:
-                    tg.cancel_scope.cancel()
+            with anyio.CancelScope() as self._reader:
+                await self._read()
+            self._reader = None
+            close = self.close_with
+            if self.busy and self._live and (close is None or close[0] == status.WS_4008_SUPERSEDED):
+                # The client went away while handlers ran: let them finish, so that
+                # their answers are kept for the resend after its reconnect.
+                with anyio.CancelScope() as self._grace, anyio.move_on_after(cfg.handler_grace):
+                    await self.wait_idle()
         finally:
-            self._tg = None
+            self._reader = self._grace = None
             self.outbox.closed = True
             with anyio.CancelScope(shield=True):
+                await self._stop_tasks()
                 await self._close_all()
 
     async def _read(self) -> None:

@@ -256,7 +256,7 @@ class Outbox:
         return True
 
     def attach(self, spawn: Callable[[Callable[[], Coroutine[Any, Any, None]]], object]) -> None:
-        """Give the outbox a way to start its writer (a task group's ``start_soon``)."""
+        """Give the outbox a way to start its writer (the link's ``spawn``)."""
         self._spawn = spawn
         if self._queue or self._inflight is not None:
             self._wake()

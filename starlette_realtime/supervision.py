@@ -7,13 +7,13 @@ namespaces live in ``link.py``.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 import anyio
-import anyio.abc
 
 from . import status
 from .actions import Close, Send
@@ -51,7 +51,7 @@ class _Node(Protocol):
 class Supervision:
     """Closing and supervising one socket without awaiting (a base of ``Link``)."""
 
-    __slots__ = ("_idle", "busy", "close_with", "expires_at")
+    __slots__ = ("_grace", "_idle", "_live", "_reader", "_tasks", "busy", "close_with", "expires_at")
 
     #: Handlers running now (shutdown and a dropped socket wait for them).
     busy: int
@@ -66,8 +66,13 @@ class Supervision:
     calls: Calls
     connections: dict[str, Connection]
     id: str
-    _tg: anyio.abc.TaskGroup | None
+    #: The cancel scope of the reader while it reads, and of the grace period that may follow.
     _reader: anyio.CancelScope | None
+    _grace: anyio.CancelScope | None
+    #: The socket's own tasks (outbox writer, concurrent handlers, spawned work), made on first use;
+    #: ``None`` once the link stopped taking new ones.
+    _tasks: set[asyncio.Task[Any]] | None
+    _live: bool
     _inline: bool
     _idle: anyio.Event | None
 
@@ -116,8 +121,14 @@ class Supervision:
         if self.close_with is None:
             self.close_with = (code, reason)
         self.outbox.closed = True
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
+        self._live = False  # no grace period, no new tasks
+        if self._reader is not None:
+            self._reader.cancel()
+        if self._grace is not None:
+            self._grace.cancel()
+        if self._tasks:
+            for task in self._tasks:
+                task.cancel()
 
     def supersede(self) -> None:
         """The client resumed this socket's session on another socket: close this one, keeping
@@ -157,15 +168,49 @@ class Supervision:
         self.abort(status.WS_4003_TOKEN_EXPIRED, "token expired")
 
     def spawn(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
-        """Run a task in the link's task group (it dies with the link)."""
-        if self._tg is not None:
-            self._tg.start_soon(fn, *args)
+        """Run a task that dies with the link (cancelled, and waited for, when the socket ends)."""
+        if self._live:
+            self._start(fn(*args))
 
     def spawn_handler(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
-        """Run a concurrent handler in the link's task group, counted as running."""
-        if self._tg is not None:
+        """Run a concurrent handler as a task of the link, counted as running."""
+        if self._live:
             self.busy += 1
-            self._tg.start_soon(self._counted, fn, args)
+            self._start(self._counted(fn, args))
+
+    def _start(self, coro: Coroutine[Any, Any, Any]) -> None:
+        # Plain tasks in a set made on first use rather than an anyio task group per socket:
+        # most sockets never start one, and a task group with its cancel scope is ~1.5 KB
+        # of every idle connection (docs/benchmarks.md, "Memory per connection").
+        tasks = self._tasks
+        if tasks is None:
+            tasks = self._tasks = set()
+        task = asyncio.get_running_loop().create_task(coro)
+        tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        if self._tasks is not None:
+            self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            # What a task group does with a failing child: the socket ends (1011), and it is logged.
+            logger.error(
+                "a task of the socket failed, closing with 1011 (link=%s)", self.id, exc_info=exc,
+                extra=log_fields(self, reason="internal error", close_code=status.WS_1011_INTERNAL_ERROR),
+            )
+            self.abort(status.WS_1011_INTERNAL_ERROR, "internal error")
+
+    async def _stop_tasks(self) -> None:
+        """Cancel the link's tasks and wait until they ended; no new ones start from now on."""
+        self._live = False
+        while self._tasks:
+            pending = list(self._tasks)
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending)
 
     async def _counted(self, fn: Callable[..., Coroutine[Any, Any, Any]], args: tuple[Any, ...]) -> None:
         inline_handler.set(None)  # the task copied the reader's context: it is not in order

@@ -25,7 +25,7 @@ from websockets.frames import Frame, Opcode
 
 from starlette_realtime import server as rt_server
 from starlette_realtime.fastpath import EXTENSION, Preframed, message_frame, preframed, ws_frame
-from starlette_realtime.fastpath.uvicorn import PreframedProtocol, protocol_class
+from starlette_realtime.fastpath.uvicorn import PreframedProtocol, _Gate, _Inbox, protocol_class
 from starlette_realtime.outbox import Outbox, Overflow
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -709,3 +709,68 @@ def test_untested_uvicorn_falls_back_to_plain_asgi(
         assert protocol_class() is None
         assert rt_server.default_ws() is None
     assert "not one the pre-framed fast path is tested with" in caplog.text
+
+
+# The protocol's inbox and write gate (the parts of asyncio.Queue and asyncio.Event uvicorn uses) -----------------
+
+
+async def _inbox_behaves_like_a_queue_for_one_reader() -> None:
+    inbox = _Inbox()
+    assert inbox.empty() and inbox.qsize() == 0
+    for i in range(3):
+        inbox.put_nowait(i)
+    assert inbox.qsize() == 3 and not inbox.empty()
+    assert [await inbox.get() for _ in range(3)] == [0, 1, 2]
+    assert inbox.empty()
+    waiting = asyncio.ensure_future(inbox.get())
+    await asyncio.sleep(0)
+    with pytest.raises(RuntimeError, match="one reader"):
+        await inbox.get()
+    inbox.put_nowait("woken")
+    assert await asyncio.wait_for(waiting, 1) == "woken"
+    # A reader cancelled while waiting loses nothing that arrives afterwards.
+    cancelled = asyncio.ensure_future(inbox.get())
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    inbox.put_nowait("kept")
+    inbox.put_nowait("and this")
+    assert [await inbox.get(), await inbox.get()] == ["kept", "and this"]
+
+
+async def _gate_holds_writers_while_paused() -> None:
+    gate = _Gate()
+    assert gate.is_set() and await asyncio.wait_for(gate.wait(), 1)
+    gate.clear()
+    first, second = asyncio.ensure_future(gate.wait()), asyncio.ensure_future(gate.wait())
+    gone = asyncio.ensure_future(gate.wait())
+    await asyncio.sleep(0.01)
+    assert not (first.done() or second.done() or gone.done())
+    gone.cancel()
+    await asyncio.sleep(0)
+    gate.set()
+    assert await asyncio.wait_for(asyncio.gather(first, second), 1) == [True, True]
+    assert gone.cancelled() and gate._waiters is None
+
+
+def test_the_inbox_behaves_like_a_queue_for_one_reader() -> None:
+    asyncio.run(_inbox_behaves_like_a_queue_for_one_reader())
+
+
+def test_the_write_gate_holds_writers_while_writing_is_paused() -> None:
+    asyncio.run(_gate_holds_writers_while_paused())
+
+
+def test_the_protocol_uses_the_small_inbox_and_gate() -> None:
+    """What keeps an idle connection on the fast path below uvicorn's own protocol (tests/test_memory.py)."""
+    config = uvicorn.Config(make_realtime_app(), ws=PreframedProtocol)
+    config.load()
+    from uvicorn.server import ServerState
+
+    loop = asyncio.new_event_loop()
+    try:
+        proto = PreframedProtocol(config, ServerState(), {}, _loop=loop)
+    finally:
+        loop.close()
+    assert type(proto.queue) is _Inbox and type(proto.writable) is _Gate and proto.writable.is_set()

@@ -27,11 +27,14 @@ from starlette_realtime.testing import RealtimeTester
 LIBRARY = f"{os.sep}starlette_realtime{os.sep}"
 CLIENT = f"{LIBRARY}client{os.sep}"
 CONNS = 200
-#: Measured ~8,600 B here (asyncio loop, websockets-sansio) after issue 14's cuts (the live session's event made
-#: only when waited for, ~900 B; no empty rooms set, 216 B); ~2,600 B of it is uvicorn answering our accept() and
-#: receive() calls, ~1,900 B anyio's task group and the reader's cancel scope.  The bound catches a new
+#: Measured ~7,600 B here (asyncio loop, websockets-sansio) after issue 14's cuts (the live session's event made
+#: only when waited for, ~900 B; no empty rooms set, 216 B; no task group per socket, ~1,000 B); ~2,700 B of it is
+#: uvicorn answering our accept() and receive() calls, ~830 B the reader's cancel scope.  The bound catches a new
 #: per-connection structure (docs/benchmarks.md, "Memory per connection").
-OWN_BYTES_PER_CONN = 9_400
+OWN_BYTES_PER_CONN = 8_400
+#: Measured ~5,100 B (three deques of the queue, one of the event, the request's and response's headers).
+SAVED_BY_FASTPATH = 4_000
+PREFRAMED = "starlette_realtime.fastpath.uvicorn:PreframedProtocol"
 
 
 class Bench(RealtimeEndpoint):
@@ -62,16 +65,18 @@ async def _open(url: str, n: int) -> list[ClientConnection]:
     return sockets
 
 
-@pytest.mark.anyio
-async def test_library_allocations_per_idle_connection_are_bounded() -> None:
+async def _per_connection(ws: str) -> tuple[float, float, str]:
+    """Open CONNS idle connections on uvicorn with the WebSocket protocol ``ws``; return the bytes allocated per
+    connection with the library's code on the stack, all bytes per connection (server and client: the client's
+    part is the same whatever the server's protocol), and the library's top allocation sites."""
     realtime = RealtimeRouter([Bench], ping_interval=25, ping_timeout=20)
     app = Starlette(lifespan=realtime.lifespan)
     realtime.mount(app, "/ws")
-    with serve(app) as server:
+    with serve(app, ws=ws) as server:
         url = f"{server.url}/ws/"
         with anyio.fail_after(60):
-            for ws in await _open(url, 10):  # first-use caches and lazy imports are not per connection
-                await ws.close()
+            for sock in await _open(url, 10):  # first-use caches and lazy imports are not per connection
+                await sock.close()
         tracemalloc.start(40)
         try:
             gc.collect()
@@ -84,13 +89,30 @@ async def test_library_allocations_per_idle_connection_are_bounded() -> None:
         finally:
             tracemalloc.stop()
         with anyio.fail_after(30):
-            for ws in sockets:
-                await ws.close()
-    total, sites = _own(before, after)
-    per_conn = total / CONNS
+            for sock in sockets:
+                await sock.close()
+    own, sites = _own(before, after)
+    total = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
     top = sorted(sites.items(), key=lambda kv: -kv[1])[:12]
     breakdown = "\n".join(f"  {size / CONNS:8,.0f} B  {site}" for site, size in top)
+    return own / CONNS, total / CONNS, breakdown
+
+
+@pytest.mark.anyio
+async def test_library_allocations_per_idle_connection_are_bounded() -> None:
+    per_conn, _, breakdown = await _per_connection("websockets-sansio")
     assert per_conn <= OWN_BYTES_PER_CONN, f"{per_conn:,.0f} B per idle connection:\n{breakdown}"
+
+
+@pytest.mark.anyio
+async def test_the_fast_path_protocol_holds_less_per_idle_connection_than_uvicorns() -> None:
+    """The pre-framed protocol's inbox and write gate instead of an asyncio.Queue and Event, and the handshake's
+    request and response let go: at least SAVED_BY_FASTPATH bytes less per idle connection, same app, same client."""
+    _, plain, _ = await _per_connection("websockets-sansio")
+    _, fast, breakdown = await _per_connection(PREFRAMED)
+    assert plain - fast >= SAVED_BY_FASTPATH, (
+        f"{fast:,.0f} B per connection on the fast path, {plain:,.0f} B on uvicorn's protocol:\n{breakdown}"
+    )
 
 
 @pytest.mark.anyio

@@ -385,6 +385,43 @@ async def test_graceful_shutdown_lets_a_running_handler_answer_before_it_closes_
     assert realtime.stats()["links"] == 0
 
 
+class _SpawnsABug(RealtimeEndpoint):
+    namespace = "/spawn"
+
+    @on_event("go")
+    async def go(self, conn: Connection, data: Any) -> str:
+        async def bug() -> None:
+            await asyncio.sleep(0)
+            raise RuntimeError("a bug in a task of the socket")
+
+        conn.link.spawn(bug)
+        return "started"
+
+
+async def test_a_failing_task_of_the_socket_closes_it_with_1011_and_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A socket's tasks are plain tasks, not a task group's: a failure must still end the socket, loudly."""
+    realtime = RealtimeRouter([_SpawnsABug])
+    app = Starlette(lifespan=realtime.lifespan)
+    app.mount("/realtime", realtime)
+    with serve(app) as srv, caplog.at_level("ERROR", logger="starlette_realtime"):
+        async with websockets.connect(srv.url + "/realtime/", subprotocols=["rt.v1.json"]) as ws:  # type: ignore[list-item]
+            await ws.send('[1,"/spawn",null]')
+            await ws.send('[5,"/spawn","go",null,1]')
+            frames = []
+            with pytest.raises(ConnectionClosed):
+                async with asyncio.timeout(10):
+                    while True:
+                        frames.append(json.loads(await ws.recv()))
+            assert ws.close_code == 1011
+        assert [6, "/spawn", 1, "started"] in [f[:4] for f in frames]
+        async with asyncio.timeout(10):
+            while realtime.stats()["links"]:
+                await asyncio.sleep(0.01)
+    assert any("a task of the socket failed" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
 class _Crashes(RealtimeEndpoint):
     """``on_connect`` fails with a bug the first ``crashes`` times."""
 
