@@ -9,6 +9,7 @@ server is stopped and callgrind's total read. Each package runs twice, with ``--
 (the long run's total - the short run's) / (the acks between them) removes start-up and shutdown.
 
     python -m benchmarks.ack_server_instructions --base /path/to/checkout-of-cec3225
+    python -m benchmarks.ack_server_instructions --ws preframed --base /path/to/checkout   # the fast path
 
 With ``--base TREE`` the same is done on the package in TREE (a checkout of an earlier commit), and the ratio printed.
 """
@@ -30,7 +31,7 @@ from pathlib import Path
 from websockets.asyncio.client import connect
 
 from .ack_cost import callgrind_total
-from .common import HOST, UVICORN_ARGS, free_port
+from .common import HOST, STACK, free_port, uvicorn_args
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -79,7 +80,7 @@ def _run(tree: Path | None, conns: int, acks: int, start_timeout: float) -> int:
     cmd = [
         valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null",
         sys.executable, "-m", "uvicorn", "ours:app", "--app-dir", str(HERE / "servers"), "--port", str(port),
-        *UVICORN_ARGS,
+        *uvicorn_args(),
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, cwd=tree or REPO, stderr=subprocess.PIPE, text=True)
     try:
@@ -114,7 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base", type=Path, help="a checkout of another commit to compare with")
     p.add_argument("--start-timeout", type=float, default=600.0, help="seconds to start (and to stop) under valgrind")
     p.add_argument("--out", type=Path, help="write the figures as JSON")
+    p.add_argument("--ws", choices=["websockets-sansio", "preframed"], default="websockets-sansio",
+                   help="uvicorn's WebSocket protocol (preframed: the library's fast path), for both packages")
     args = p.parse_args(argv)
+    STACK.ws = args.ws
     figures = {"ours": _per_ack(None, args)}
     if args.base:
         figures["base"] = _per_ack(args.base.resolve(), args)
@@ -123,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.base:
         print(f"ours / base: {figures['ours'] / figures['base']:.3f}x")
     if args.out:
-        args.out.write_text(json.dumps({"argv": sys.argv[1:], "instructions_per_ack": figures}, indent=1) + "\n")
+        args.out.write_text(json.dumps({"argv": sys.argv[1:], "ws": args.ws, "instructions_per_ack": figures}, indent=1)
+                            + "\n")
     return 0
 
 

@@ -71,8 +71,10 @@ class Server:
                 kids = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
             except OSError:
                 kids = []
-            if kids:
-                self.worker_pid = int(kids[0])
+            # Not multiprocessing's resource tracker (hypercorn starts one beside its worker).
+            workers = [k for k in kids if "resource_tracker" not in _cmdline(int(k))]
+            if workers:
+                self.worker_pid = int(workers[0])
                 return
             time.sleep(0.05)
         raise RuntimeError(f"{self.spec.key}: {STACK.asgi_server} started no worker process")
@@ -171,6 +173,13 @@ class Server:
                 self.profiler.kill()
             self.profiler = None
         Server.live.discard(self)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+    except OSError:
+        return ""
 
 
 def _stop_all_servers() -> None:

@@ -10,6 +10,7 @@ node, the npm packages, redis-server) fails its test in CI (``CI=true``) and ski
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -51,8 +52,12 @@ def test_smoke_node(workload: str) -> None:
 
 def test_smoke_hypercorn() -> None:
     """The stack comparison's other ASGI server: raw Starlette and ours on hypercorn (its worker is measured)."""
+    out = BENCH / "results" / "tmp" / "fanout-smoke-hypercorn"
     _run([sys.executable, "-m", "benchmarks.harness", "fanout", "--smoke", "--servers", "raw,ours",
-          "--asgi-server", "hypercorn"])
+          "--asgi-server", "hypercorn", "--out", str(out)])
+    # The worker process is the one measured (hypercorn also starts multiprocessing's resource tracker).
+    runs = json.loads(out.with_suffix(".json").read_text())["runs"]
+    assert runs and all(run["burst"]["server_cpu_s"] > 0 for run in runs), [r["burst"] for r in runs]
 
 
 def test_smoke_cluster() -> None:

@@ -86,10 +86,14 @@ async def crash_a_node(a: Node, b: Node, c: Node) -> dict[str, float]:
             await until(lambda: all(len(g) >= TOTAL for g in got), 60, "every message at every client")
         except AssertionError as exc:
             missing = [sorted(set(range(TOTAL)) - set(g)) for g in got]
-            seen = [(len(g), sub.recovered(NS), m[:3], m[-1:])
+            # Enough to tell a slow reconnect from a session or history that was not found.
+            seen = [(len(g), sub.recovered(NS), m[:3], m[-1:], sub.reconnects, sub.last_close_code)
                     for g, sub, m in zip(got, subs, missing, strict=True) if m]
             logs = "\n".join(f"--- node {n.env['NODE_ID']}:\n{n.output()[-3000:]}" for n in (b, c))
-            raise AssertionError(f"{exc}: (received, recovered, missing) per client: {seen}\n{logs}") from None
+            raise AssertionError(
+                f"{exc}: (received, recovered, first missing, last missing, reconnects, last close code) per client: "
+                f"{seen}\n{logs}"
+            ) from None
         resumed = time.monotonic() - killed_at
         for i, sub in enumerate(subs):
             assert got[i] == list(range(TOTAL)), f"client {i}: lost or out of order"
