@@ -35,35 +35,61 @@ NS = "/feed"
 ROOM = "storm"
 
 
+#: Seconds a client waits for the answer to its CONNECT (or follow) before it counts it unanswered and starts over.
+ANSWER_TIMEOUT = 30.0
+
+
 async def _client(url: str, ready: asyncio.Event, go: asyncio.Event, out: dict[str, Any]) -> None:
     import websockets
 
     session = None
     positions: dict[str, Any] = {}
-    # First life: connect, follow the room, remember the session.
-    async with websockets.connect(url, subprotocols=["rt.v1.json"], open_timeout=60) as ws:  # type: ignore[list-item]
-        await ws.recv()  # HELLO
-        await ws.send(json.dumps([1, NS, None]))
-        while True:
-            frame = json.loads(await ws.recv())
-            if frame[0] == 2:
-                session = frame[3]
-                break
-        await ws.send(json.dumps([5, NS, "follow", ROOM, 1]))
-        while True:
-            frame = json.loads(await ws.recv())
-            if frame[0] == 6:
-                break
-        ready.set()
+    # First life: connect (retrying a retryable CONNECT_ERROR with backoff, as the clients do: under the
+    # connect storm the backend may answer "unavailable"), follow the room, remember the session.
+    for _ in range(600):
         try:
-            while True:
-                frame = json.loads(await ws.recv())
-                if frame[0] == 7:
-                    await ws.send("[8]")
-                elif frame[0] == 5 and len(frame) > 7 and frame[6]:
-                    positions[frame[5]] = [frame[6], frame[7]]
-        except websockets.ConnectionClosed:
-            pass
+            async with websockets.connect(url, subprotocols=["rt.v1.json"], open_timeout=60) as ws:  # type: ignore[list-item]
+                try:
+                    # A CONNECT or follow left unanswered is counted, and the client starts over.
+                    async with asyncio.timeout(ANSWER_TIMEOUT):
+                        await ws.recv()  # HELLO
+                        await ws.send(json.dumps([1, NS, None]))
+                        while True:
+                            frame = json.loads(await ws.recv())
+                            if frame[0] in (2, 3):
+                                break
+                        if frame[0] == 2:
+                            session = frame[3]
+                            await ws.send(json.dumps([5, NS, "follow", ROOM, 1]))
+                            while json.loads(await ws.recv())[0] != 6:
+                                pass
+                except TimeoutError:
+                    out["unanswered"] = out.get("unanswered", 0) + 1
+                    continue
+                if frame[0] == 3:
+                    out["first_retries"] = out.get("first_retries", 0) + 1
+                    await asyncio.sleep(0.1 + random.random() * 0.4)
+                    continue
+                ready.set()
+                try:
+                    while True:
+                        frame = json.loads(await ws.recv())
+                        if frame[0] == 7:
+                            await ws.send("[8]")
+                        elif frame[0] == 5 and len(frame) > 7 and frame[6]:
+                            positions[frame[5]] = [frame[6], frame[7]]
+                except websockets.ConnectionClosed:
+                    pass
+                break
+        except (OSError, websockets.WebSocketException, TimeoutError, EOFError):  # any failed handshake: retry
+            if ready.is_set():
+                break
+            out["first_retries"] = out.get("first_retries", 0) + 1
+            await asyncio.sleep(0.1 + random.random() * 0.4)
+    if not ready.is_set():
+        out["error"] = "never connected"
+        ready.set()
+        return
     await go.wait()
     # Second life: reconnect at once, resume.
     for _ in range(600):
@@ -72,7 +98,12 @@ async def _client(url: str, ready: asyncio.Event, go: asyncio.Event, out: dict[s
                 await ws.recv()
                 await ws.send(json.dumps([1, NS, None, session, positions or None]))
                 while True:
-                    frame = json.loads(await ws.recv())
+                    try:
+                        async with asyncio.timeout(ANSWER_TIMEOUT):
+                            frame = json.loads(await ws.recv())
+                    except TimeoutError:
+                        out["unanswered"] = out.get("unanswered", 0) + 1
+                        break
                     if frame[0] == 2:
                         out["recovered"] = bool(len(frame) > 4 and frame[4])
                         out["at"] = time.time()
@@ -85,7 +116,7 @@ async def _client(url: str, ready: asyncio.Event, go: asyncio.Event, out: dict[s
                         return
             await asyncio.sleep(0.1 + random.random() * 0.4)
             continue
-        except (OSError, websockets.InvalidStatus, websockets.ConnectionClosed, TimeoutError):
+        except (OSError, websockets.WebSocketException, TimeoutError, EOFError):  # any failed handshake: retry
             await asyncio.sleep(0.05)
     out["error"] = "gave up"
 
@@ -160,6 +191,8 @@ def main() -> None:
             "recovered": recovered,
             "errors": len(errors),
             "retried_connects": sum(o.get("retries", 0) for o in outs),
+            "retried_first_connects": sum(o.get("first_retries", 0) for o in outs),
+            "unanswered_connects": sum(o.get("unanswered", 0) for o in outs),
             "handshakes_per_s": round(args.clients / max(done - up, 1e-9)),
             "node_cpu_s": round((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system), 2),
             "node_cpu_ms_per_handshake": round(
