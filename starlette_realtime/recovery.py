@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import time
 
+import anyio
+
 from . import status
 from .backends import Backend, History
 from .backends.base import Publication
@@ -62,11 +64,18 @@ class Recovery:
             Rejected: ``UNAVAILABLE``, retryable, when the backend is down before CONNECTED
                 (the client retries with backoff instead of losing its WebSocket).
         """
+        state: SessionState | None = None
         try:
-            return await self._establish(conn, frame)
+            state = await self._load(conn, frame)
+            return await self._establish(conn, frame, state)
         except BackendUnavailable as exc:
             if conn.state is not ConnectionState.CONNECTING:
                 raise
+            if state is not None:
+                # The session was taken (it can be taken once): give it back, or the client's
+                # retry of this refusal would find none and lose what it missed.
+                with anyio.CancelScope(shield=True):
+                    await self.sessions.save(conn.namespace, conn.sid, state)
             logger.warning("cannot open %s for sid=%s: %s", conn.namespace, conn.sid, exc)
             raise Rejected(
                 status.CONNECT_UNAVAILABLE, "the server's backend is unavailable; retry later", retryable=True
@@ -83,9 +92,8 @@ class Recovery:
             conn.sid = sid
         return state
 
-    async def _establish(self, conn: Connection, frame: Connect) -> DedupWindow | None:
+    async def _establish(self, conn: Connection, frame: Connect, state: SessionState | None) -> DedupWindow | None:
         ns = conn.namespace
-        state = await self._load(conn, frame)
         presented = frame.session is not None
         window: DedupWindow | None = None
         if state is not None:

@@ -10,7 +10,11 @@ import websockets
 from apps import make_feed_app
 from conftest import serve
 
+from starlette_realtime import BackendUnavailable
+from starlette_realtime.backends.base import HistoryReply
+from starlette_realtime.backends.memory import MemoryBackend
 from starlette_realtime.client import RealtimeClient
+from starlette_realtime.frames import Position
 
 
 async def until(predicate: Any, timeout: float = 10.0) -> None:
@@ -150,3 +154,38 @@ async def test_a_connection_older_than_the_window_still_recovers() -> None:
             assert sub.recovered("/feed")
             await until(lambda: got == [1])
             assert_sent_once(sub, "old", 1)
+
+
+class _HistoryTimesOutOnce(MemoryBackend):
+    """The history read of a resume times out once, as Redis's did behind a reconnect storm."""
+
+    fail_next = False
+
+    async def since(self, ns: str, room: str, position: Position | None) -> HistoryReply:
+        if self.fail_next:
+            self.fail_next = False
+            raise BackendUnavailable("timed out")
+        return await super().since(ns, room, position)
+
+
+async def test_a_resume_refused_as_retryable_keeps_its_session_for_the_retry() -> None:
+    """benchmarks/reconnect_storm.py found 210 of 10,000 clients back without their session: a resume took the
+    session, then timed out and was refused as retryable, and the retry found no session."""
+    backend = _HistoryTimesOutOnce()
+    app, _ = make_feed_app(secret_key="test-secret", backend=backend)
+    with serve(app) as srv:
+        got: list[int] = []
+        errors: list[dict[str, Any]] = []
+        async with feed_client(srv.url) as sub, feed_client(srv.url) as pub:
+            sub.on("n", got.append, namespace="/feed")
+            sub.on("connect_error", errors.append, namespace="/feed")
+            await sub.call("follow", "storm", namespace="/feed", timeout=5)
+            await pub.call("publish", ["storm", 0], namespace="/feed", timeout=5)
+            await until(lambda: got == [0])
+            backend.fail_next = True
+            sub.kill_transport()
+            await pub.call("publish", ["storm", 1], namespace="/feed", timeout=5)
+            await until(lambda: bool(errors) and sub.recovered("/feed"))
+        assert errors[0]["code"] == "UNAVAILABLE" and errors[0]["retryable"] is True
+        assert got == [0, 1]
+        assert_sent_once(sub, "storm", 2)
