@@ -30,6 +30,8 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
+from .common import WS_IMPORT_PATHS
+
 BENCH_DIR = Path(__file__).resolve().parent
 SERVERS = {"ours": "ours", "raw": "raw_starlette"}
 URL_PATH = {"ours": "/ws/", "raw": "/ws"}
@@ -55,7 +57,7 @@ def _type_sizes() -> dict[str, int]:
 
 
 #: --ws: uvicorn's default protocol (the harness's setting) or the library's pre-framed one (the fast path).
-WS = {"websockets-sansio": "websockets-sansio", "preframed": "starlette_realtime.fastpath.uvicorn:PreframedProtocol"}
+WS = {"websockets-sansio": "websockets-sansio", "preframed": WS_IMPORT_PATHS["preframed"]}
 
 
 def serve(module: str, port: int, out: Path, frames: int, gc_threshold: str | None = None,
