@@ -69,9 +69,9 @@ class Supervision:
     #: The cancel scope of the reader while it reads, and of the grace period that may follow.
     _reader: anyio.CancelScope | None
     _grace: anyio.CancelScope | None
-    #: The socket's own tasks (outbox writer, concurrent handlers, spawned work), made on first use;
-    #: ``None`` once the link stopped taking new ones.
+    #: The socket's own tasks (outbox writer, concurrent handlers, spawned work); the set is made on first use.
     _tasks: set[asyncio.Task[Any]] | None
+    #: Whether the link still starts tasks and grants the grace period: false once aborted or stopping.
     _live: bool
     _inline: bool
     _idle: anyio.Event | None
